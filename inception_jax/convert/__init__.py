@@ -1,0 +1,207 @@
+"""Pretrained weights from torchvision, timm, pretrainedmodels, facenet-pytorch and Keras.
+
+``from_torch(name, state_dict, source=...)`` and ``from_keras(name, model_or_path)`` return
+``(module, variables)`` where ``module`` carries the numeric conventions of the source, so that
+``module.apply(variables, x_nhwc, train=False)`` equals the reference's eval-mode output on
+``x_nhwc.transpose(0, 3, 1, 2)``. The per-architecture name maps live beside this file, one module
+per family; they know names, not architecture (see :mod:`inception_jax.convert.core`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inception_jax import models
+from inception_jax.convert.core import (ConversionError, KerasReader, TorchReader, assemble,
+                                        flatten, load_state_dict, unflatten)
+
+log = logging.getLogger('inception_jax.convert')
+
+TORCH_SOURCES = ('torchvision', 'timm', 'pretrainedmodels', 'facenet')
+
+# Converter modules, imported on first use so that importing this package stays light.
+_FAMILIES = ('inception_v1', 'inception_v2', 'inception_v3', 'inception_v4', 'inception_resnet',
+             'xception')
+
+
+@dataclasses.dataclass(frozen=True)
+class Converter:
+  fn: Callable[..., dict[str, Any]]
+  # Scopes of the classifier layers (main and auxiliary): re-initialised when num_classes changes.
+  heads: tuple[tuple[str, ...], ...]
+  # Fixed create() options for this source (e.g. transform-free torchvision models).
+  options: dict[str, Any]
+
+
+_TORCH: dict[tuple[str, str], Converter] = {}
+_KERAS: dict[str, Converter] = {}
+
+
+def torch_converter(model: str, sources: tuple[str, ...], *, heads: tuple[tuple[str, ...], ...],
+                    **options: Any):
+  """Register ``fn(reader: TorchReader, source: str) -> dict of create() options``.
+
+  ``fn`` maps every tensor of the source's state dict with ``reader``; the options it returns
+  describe what the state dict implies (``num_classes``, ``aux_logits``, ...).
+  """
+  def wrap(fn):
+    for source in sources:
+      if source not in TORCH_SOURCES:
+        raise ValueError(f'unknown source {source!r}')
+      _TORCH[(source, model)] = Converter(fn, heads, options)
+    return fn
+  return wrap
+
+
+def keras_converter(model: str, *, heads: tuple[tuple[str, ...], ...], **options: Any):
+  """Register ``fn(reader: KerasReader) -> dict of create() options``."""
+  def wrap(fn):
+    _KERAS[model] = Converter(fn, heads, options)
+    return fn
+  return wrap
+
+
+def _load_converters() -> None:
+  for family in _FAMILIES:
+    importlib.import_module(f'inception_jax.convert.{family}')
+
+
+def supported() -> dict[str, list[str]]:
+  """{source: [model names]} of every registered conversion."""
+  _load_converters()
+  out: dict[str, list[str]] = {}
+  for source, model in _TORCH:
+    out.setdefault(source, []).append(model)
+  out['keras'] = list(_KERAS)
+  return out
+
+
+def from_torch(name: str, state_dict: Any, *, source: str, num_classes: int | None = None,
+               drop_background: bool = False, **options: Any):
+  """Convert a PyTorch reference's weights. Returns ``(module, variables)``.
+
+  Args:
+    name: our model name (``inception_v3``, ``googlenet``, ...).
+    state_dict: the reference's ``state_dict()``, or a ``.pth``/``.bin``/``.safetensors`` path.
+    source: 'torchvision', 'timm', 'pretrainedmodels' or 'facenet'.
+    num_classes: classes of the returned model; ``None`` keeps the checkpoint's, 0 drops the
+      classifier(s) and returns pooled features, any other number re-initialises the
+      classifier(s) (fine-tuning) and loads the body.
+    drop_background: for 1001-class TF-origin checkpoints, drop class 0 (background).
+    **options: further create() options (``dtype``, ``dropout_rate``, ...).
+  """
+  _load_converters()
+  model = models.info(name).name
+  if source not in TORCH_SOURCES:
+    raise ValueError(f'source must be one of {TORCH_SOURCES}, got {source!r}')
+  conv = _TORCH.get((source, model))
+  if conv is None:
+    have = sorted(m for s, m in _TORCH if s == source)
+    raise ValueError(f'no {source} converter for {model}; {source} converts: {have}')
+  reader = TorchReader(load_state_dict(state_dict))
+  implied = conv.fn(reader, source)
+  return _finish(model, reader, conv, implied, num_classes, drop_background,
+                 {'conventions': 'torch', **conv.options, **options},
+                 what=f'a {source} state dict to {model}')
+
+
+def from_keras(name: str, model_or_path: Any, *, num_classes: int | None = None,
+               drop_background: bool = False, **options: Any):
+  """Convert a ``keras.applications`` model (or the path of its weights file).
+
+  A path is loaded into the matching ``keras.applications`` constructor (this imports Keras and
+  its backend); Keras' ``.weights.h5``/``.h5`` files hold arrays only, no code.
+  """
+  _load_converters()
+  model = models.info(name).name
+  conv = _KERAS.get(model)
+  if conv is None:
+    raise ValueError(f'no Keras converter for {model}; Keras converts: {sorted(_KERAS)}')
+  if isinstance(model_or_path, (str, os.PathLike)):
+    model_or_path = _build_keras(model, os.fspath(model_or_path))
+  reader = KerasReader.from_model(model_or_path)
+  implied = conv.fn(reader)
+  return _finish(model, reader, conv, implied, num_classes, drop_background,
+                 {'conventions': 'tf', **conv.options, **options},
+                 what=f'Keras {getattr(model_or_path, "name", "model")} to {model}')
+
+
+KERAS_APPLICATIONS = {'inception_v3': 'InceptionV3', 'inception_resnet_v2': 'InceptionResNetV2',
+                      'xception': 'Xception'}
+
+
+def _build_keras(model: str, path: str):
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'no Keras weights file at {path}')
+  import keras
+  ctor = getattr(keras.applications, KERAS_APPLICATIONS[model])
+  try:
+    return ctor(weights=path)
+  except ValueError:  # a notop file
+    return ctor(weights=path, include_top=False, pooling='avg')
+
+
+def _finish(model, reader, conv: Converter, implied, num_classes, drop_background, options,
+            *, what):
+  implied = dict(implied)
+  source_classes = implied.pop('num_classes', 0)
+  heads = [h for h in conv.heads]
+  flat = reader.assigned
+
+  def in_head(path):
+    return any(path[1:1 + len(h)] == h for h in heads)
+
+  if drop_background:
+    if source_classes != 1001:
+      raise ValueError(f'drop_background needs a 1001-class checkpoint; this one has '
+                       f'{source_classes} classes')
+    for path in [p for p in flat if in_head(p)]:
+      flat[path] = flat[path][..., 1:]
+    source_classes = 1000
+  if num_classes is None:
+    num_classes = source_classes
+  module = models.create(model, num_classes=num_classes, **implied, **options)
+  shapes = jax.eval_shape(module.init, _init_rngs(), _dummy(module, model), train=False)
+  shapes = {k: v for k, v in shapes.items() if k in ('params', 'batch_stats')}
+  reinit: list[tuple[str, ...]] = []
+  if num_classes != source_classes:
+    dropped = sorted({'/'.join(p[1:-1]) for p in flat if in_head(p)})
+    for path in [p for p in flat if in_head(p)]:
+      del flat[path]
+    reinit = [p for p in flatten(shapes) if in_head(p)]
+    if num_classes == 0:
+      log.warning('%s: classifier(s) %s dropped; the model returns pooled features', model,
+                  dropped)
+    else:
+      log.warning('%s: classifier(s) %s re-initialised for %d classes (checkpoint has %d); the '
+                  'body is loaded', model, dropped, num_classes, source_classes)
+  variables = assemble(reader, shapes, what=what, allow_missing=reinit)
+  if reinit:
+    dummy = _dummy(module, model)
+    fresh = flatten(module.init(_init_rngs(), jnp.zeros(dummy.shape, dummy.dtype), train=False))
+    variables = flatten(variables)
+    variables.update({p: np.asarray(fresh[p]) for p in reinit})
+    variables = unflatten(variables)
+  variables = jax.tree.map(jnp.asarray, variables)
+  return module, variables
+
+
+def _init_rngs():
+  return {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
+
+
+def _dummy(module, model):
+  size = models.info(model).input_size
+  return jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+
+
+__all__ = ['ConversionError', 'from_keras', 'from_torch', 'keras_converter', 'supported',
+           'torch_converter', 'load_state_dict']

@@ -1,0 +1,267 @@
+"""Name-mapping machinery shared by every converter.
+
+A converter for one (source, architecture) pair is a function that walks the reference's tensor
+names with a :class:`TorchReader` or :class:`KerasReader` and says where each tensor goes in the
+flax variable tree. It knows names, not architecture: shapes and completeness are checked here,
+against the variables the flax module itself declares, and every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+Path = tuple[str, ...]
+
+# PyTorch bookkeeping that has no counterpart in a flax variable tree.
+_IGNORED_SUFFIXES = ('num_batches_tracked',)
+
+
+class ConversionError(ValueError):
+  """A state dict that does not fit the architecture; the message lists every offending key."""
+
+
+# ------------------------------------------------------------------------------- loading
+
+def load_state_dict(obj: Any) -> dict[str, np.ndarray]:
+  """A torch ``state_dict()`` (tensors or arrays) or a file path -> ``{name: float32 array}``.
+
+  ``.safetensors`` files are read with ``safetensors.numpy`` (no torch needed); ``.pth``/``.bin``/
+  ``.pt`` files with ``torch.load(weights_only=True)``, which refuses to run pickled code.
+  """
+  if isinstance(obj, (str, os.PathLike)):
+    path = os.fspath(obj)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'no weights file at {path}')
+    if path.endswith('.safetensors'):
+      from safetensors.numpy import load_file
+      obj = load_file(path)
+    elif path.endswith(('.pth', '.pt', '.bin', '.ckpt')):
+      import torch
+      obj = torch.load(path, map_location='cpu', weights_only=True)
+      for key in ('state_dict', 'model', 'model_state_dict'):  # common training-loop wrappers
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+          obj = obj[key]
+    else:
+      raise ValueError(f'unknown weights format {path!r}: expected .safetensors, .pth, .pt, '
+                       '.bin or .ckpt')
+  if not isinstance(obj, Mapping):
+    raise TypeError(f'expected a state dict (a mapping of names to tensors), got {type(obj)}')
+  out = {}
+  for name, value in obj.items():
+    if hasattr(value, 'detach'):  # a torch tensor
+      value = value.detach().cpu().float().numpy() if value.is_floating_point() \
+          else value.detach().cpu().numpy()
+    out[str(name)] = np.asarray(value)
+  return out
+
+
+# ------------------------------------------------------------------------------- readers
+
+class _Reader:
+  """Collects ``{flax path: array}`` assignments and remembers which source keys were used."""
+
+  def __init__(self) -> None:
+    self.assigned: dict[Path, np.ndarray] = {}
+    self.errors: list[str] = []
+
+  def put(self, path: Path, value: np.ndarray) -> None:
+    if path in self.assigned:
+      self.errors.append(f'{"/".join(path)} assigned twice')
+    self.assigned[path] = np.asarray(value, np.float32)
+
+  # ConvBN of inception_jax.models.layers: params/<scope>/conv/kernel, bn/{scale,bias},
+  # batch_stats/<scope>/bn/{mean,var}.
+  def _bn(self, scope: Path, gamma, beta, mean, var) -> None:
+    if gamma is not None:
+      self.put(('params', *scope, 'bn', 'scale'), gamma)
+    self.put(('params', *scope, 'bn', 'bias'), beta)
+    self.put(('batch_stats', *scope, 'bn', 'mean'), mean)
+    self.put(('batch_stats', *scope, 'bn', 'var'), var)
+
+
+class TorchReader(_Reader):
+  """Reads a PyTorch state dict: OIHW conv kernels, (out, in) linear weights."""
+
+  def __init__(self, state: Mapping[str, np.ndarray]):
+    super().__init__()
+    self.state = dict(state)
+    self.used: set[str] = set()
+    self.missing: list[str] = []
+
+  def has(self, key: str) -> bool:
+    return key in self.state
+
+  def take(self, key: str) -> np.ndarray | None:
+    if key not in self.state:
+      self.missing.append(key)
+      return None
+    self.used.add(key)
+    return self.state[key]
+
+  def conv_kernel(self, key: str, path: Path) -> None:
+    """``key`` (O, I, kh, kw) -> ``path`` (kh, kw, I, O); depthwise (C, 1, kh, kw) included."""
+    w = self.take(key)
+    if w is not None:
+      self.put(path, np.transpose(w, (2, 3, 1, 0)))
+
+  def vector(self, key: str, path: Path) -> None:
+    v = self.take(key)
+    if v is not None:
+      self.put(path, v)
+
+  def batch_norm(self, prefix: str, scope: Path, *, scale: bool = True) -> None:
+    """``prefix.{weight,bias,running_mean,running_var}`` -> the BN of the ConvBN at ``scope``."""
+    vals = [self.take(f'{prefix}.{k}') if (k != 'weight' or scale) else None
+            for k in ('weight', 'bias', 'running_mean', 'running_var')]
+    if all(v is not None for v in vals[1:]):
+      self._bn(scope, *vals)
+
+  def conv_bn(self, conv: str, bn: str, scope: Path) -> None:
+    """A conv without bias followed by BatchNorm2d (torchvision's BasicConv2d)."""
+    self.conv_kernel(f'{conv}.weight', ('params', *scope, 'conv', 'kernel'))
+    self.batch_norm(bn, scope)
+
+  def conv_bias(self, conv: str, scope: Path) -> None:
+    """A conv with bias and no BatchNorm."""
+    self.conv_kernel(f'{conv}.weight', ('params', *scope, 'conv', 'kernel'))
+    self.vector(f'{conv}.bias', ('params', *scope, 'conv', 'bias'))
+
+  def linear(self, prefix: str, scope: Path) -> None:
+    w = self.take(f'{prefix}.weight')
+    if w is not None:
+      self.put(('params', *scope, 'kernel'), w.T)
+    self.vector(f'{prefix}.bias', ('params', *scope, 'bias'))
+
+  def unused(self) -> list[str]:
+    return sorted(k for k in self.state
+                  if k not in self.used and not k.endswith(_IGNORED_SUFFIXES))
+
+
+class KerasReader(_Reader):
+  """Reads the layers of a ``keras.applications`` model in construction order.
+
+  Keras names most layers with global counters (``conv2d_17``), so converters consume layers by
+  kind and order: ``next_conv()``, ``next_bn()``, ... each take the next unused layer of that kind.
+  """
+
+  def __init__(self, layers: Iterable[tuple[str, str, list[np.ndarray]]]):
+    """``layers``: (name, class name, weights) of every layer that has weights, in order."""
+    super().__init__()
+    self.layers = [(n, c, [np.asarray(w) for w in ws]) for n, c, ws in layers]
+    self.used: set[int] = set()
+    self.missing: list[str] = []
+
+  @classmethod
+  def from_model(cls, model: Any) -> 'KerasReader':
+    return cls((l.name, type(l).__name__, l.get_weights()) for l in _flat_layers(model)
+               if l.get_weights())
+
+  def next(self, *kinds: str) -> tuple[str, list[np.ndarray]] | None:
+    for i, (name, kind, weights) in enumerate(self.layers):
+      if i not in self.used and kind in kinds:
+        self.used.add(i)
+        return name, weights
+    self.missing.append(f'a further {"/".join(kinds)} layer')
+    return None
+
+  def get(self, name: str) -> list[np.ndarray] | None:
+    for i, (n, _, weights) in enumerate(self.layers):
+      if n == name:
+        self.used.add(i)
+        return weights
+    self.missing.append(name)
+    return None
+
+  def conv(self, scope: Path, *, bias: bool = False) -> None:
+    """The next Conv2D layer -> ``scope/conv``."""
+    got = self.next('Conv2D')
+    if got is not None:
+      self.put(('params', *scope, 'conv', 'kernel'), got[1][0])
+      if bias:
+        self.put(('params', *scope, 'conv', 'bias'), got[1][1])
+
+  def bn(self, scope: Path, *, scale: bool = False) -> None:
+    """The next BatchNormalization layer -> ``scope/bn`` ([gamma,] beta, mean, var)."""
+    got = self.next('BatchNormalization')
+    if got is not None:
+      ws = got[1]
+      gamma, rest = (ws[0], ws[1:]) if scale else (None, ws)
+      self._bn(scope, gamma, *rest)
+
+  def conv_bn(self, scope: Path, *, scale: bool = False) -> None:
+    self.conv(scope)
+    self.bn(scope, scale=scale)
+
+  def dense(self, scope: Path) -> None:
+    got = self.next('Dense')
+    if got is not None:
+      self.put(('params', *scope, 'kernel'), got[1][0])
+      self.put(('params', *scope, 'bias'), got[1][1])
+
+  def unused(self) -> list[str]:
+    return [n for i, (n, _, _) in enumerate(self.layers) if i not in self.used]
+
+
+def _flat_layers(model: Any) -> list[Any]:
+  out = []
+  for layer in model.layers:
+    if hasattr(layer, 'layers') and layer.layers:  # a nested Functional/Sequential
+      out.extend(_flat_layers(layer))
+    else:
+      out.append(layer)
+  return out
+
+
+# ------------------------------------------------------------------------------ assembly
+
+def flatten(tree: Mapping[str, Any], prefix: Path = ()) -> dict[Path, Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out.update(flatten(v, (*prefix, k)))
+    else:
+      out[(*prefix, k)] = v
+  return out
+
+
+def unflatten(flat: Mapping[Path, Any]) -> dict[str, Any]:
+  tree: dict[str, Any] = {}
+  for path, v in flat.items():
+    node = tree
+    for k in path[:-1]:
+      node = node.setdefault(k, {})
+    node[path[-1]] = v
+  return tree
+
+
+def assemble(reader: '_Reader', expected: Mapping[str, Any], *, what: str,
+             allow_missing: Iterable[Path] = ()) -> dict[str, Any]:
+  """Check ``reader``'s assignments against the module's own variable shapes.
+
+  ``expected`` is ``jax.eval_shape(module.init, ...)``. ``allow_missing`` are variables the caller
+  fills itself (a re-initialised head). Raises one :class:`ConversionError` naming every missing,
+  unexpected and mis-shaped tensor.
+  """
+  want = {p: tuple(v.shape) for p, v in flatten(expected).items()}
+  allow = set(allow_missing)
+  problems = list(reader.errors)
+  if reader.missing:
+    problems.append('missing in the source: ' + ', '.join(reader.missing))
+  unused = reader.unused()
+  if unused:
+    problems.append('unexpected in the source (not used by the conversion): ' + ', '.join(unused))
+  not_filled = sorted('/'.join(p) for p in want if p not in reader.assigned and p not in allow)
+  if not_filled and not reader.missing:
+    problems.append('model variables the source does not provide: ' + ', '.join(not_filled))
+  for path, value in reader.assigned.items():
+    if path not in want:
+      problems.append(f'{"/".join(path)} has no place in the model')
+    elif tuple(value.shape) != want[path]:
+      problems.append(f'{"/".join(path)}: source shape {tuple(value.shape)}, model expects '
+                      f'{want[path]}')
+  if problems:
+    raise ConversionError(f'cannot convert {what}:\n  ' + '\n  '.join(problems))
+  return unflatten(reader.assigned)

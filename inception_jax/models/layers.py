@@ -1,0 +1,164 @@
+"""Building blocks shared by every architecture: the conv+BN(+ReLU) unit and pooling.
+
+Every padding and normalisation decision is delegated to :class:`Conventions`, so that one model
+definition serves weights of TF and of PyTorch origin (the efficientnet-jax approach).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inception_jax.models.conventions import Conventions, PaddingSpec
+
+Dtype = Any
+
+# He-style initialisation for ReLU networks trained from scratch; pretrained weights replace it.
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'truncated_normal')
+dense_init = nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal')
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+  return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class ConvBN(nn.Module):
+  """Convolution, then BatchNorm (or a bias when ``use_bn=False``), then the activation.
+
+  The unit TF-slim builds with ``slim.conv2d`` + ``batch_norm`` and torchvision calls
+  ``BasicConv2d``. Parameters: ``conv/kernel`` (HWIO), ``conv/bias`` without BN, ``bn/scale``
+  (only where the conventions have one), ``bn/bias``; statistics in ``batch_stats``.
+  """
+
+  features: int
+  kernel_size: int | Sequence[int]
+  conventions: Conventions
+  strides: int | Sequence[int] = 1
+  padding: PaddingSpec = 'SAME'
+  use_bn: bool = True
+  use_bias: bool | None = None  # default: a bias exactly when there is no BN
+  activation: Callable[[jax.Array], jax.Array] | None = nn.relu
+  feature_group_count: int = 1
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    kernel, strides = _pair(self.kernel_size), _pair(self.strides)
+    use_bias = (not self.use_bn) if self.use_bias is None else self.use_bias
+    x = nn.Conv(self.features, kernel, strides,
+                padding=self.conventions.conv_padding(kernel, strides, self.padding),
+                feature_group_count=self.feature_group_count, use_bias=use_bias,
+                kernel_init=conv_init, dtype=self.dtype, param_dtype=jnp.float32,
+                name='conv')(x)
+    if self.use_bn:
+      x = batch_norm(self.conventions, self.dtype, name='bn')(x, use_running_average=not train)
+    if self.activation is not None:
+      x = self.activation(x)
+    return x
+
+
+def batch_norm(conventions: Conventions, dtype: Dtype, name: str | None = None) -> nn.BatchNorm:
+  """BatchNorm with the conventions' epsilon, scale and momentum; statistics kept in float32.
+
+  Under ``jax.jit`` with a batch sharded over a mesh, the mean and variance are those of the
+  global batch (XLA inserts the cross-device reduction).
+  """
+  return nn.BatchNorm(momentum=conventions.bn_momentum, epsilon=conventions.bn_epsilon,
+                      use_scale=conventions.bn_scale, use_bias=True, dtype=dtype,
+                      param_dtype=jnp.float32, name=name)
+
+
+def dense(features: int, dtype: Dtype, name: str | None = None) -> nn.Dense:
+  return nn.Dense(features, kernel_init=dense_init, dtype=dtype, param_dtype=jnp.float32,
+                  name=name)
+
+
+# ------------------------------------------------------------------------------ pooling
+
+def max_pool(x: jax.Array, window: int | Sequence[int], strides: int | Sequence[int],
+             padding: PaddingSpec, conventions: Conventions) -> jax.Array:
+  """Max pooling over NHWC ``x``; padding realised by ``conventions`` (padded cells are -inf)."""
+  window, strides = _pair(window), _pair(strides)
+  pads, _ = conventions.pool_padding(x.shape[1:3], window, strides, padding)
+  init = jnp.array(-jnp.inf, x.dtype)
+  return jax.lax.reduce_window(x, init, jax.lax.max, (1, *window, 1), (1, *strides, 1),
+                               [(0, 0), *pads, (0, 0)])
+
+
+def avg_pool(x: jax.Array, window: int | Sequence[int], strides: int | Sequence[int],
+             padding: PaddingSpec, conventions: Conventions) -> jax.Array:
+  """Average pooling over NHWC ``x``.
+
+  The divisor counts the window's real pixels, plus its explicit padding where the conventions
+  say ``avg_pool_include_pad`` (PyTorch's ``count_include_pad``); ceil-mode overhang is never
+  counted, as in PyTorch.
+  """
+  window, strides = _pair(window), _pair(strides)
+  size = x.shape[1:3]
+  pads, counted = conventions.pool_padding(size, window, strides, padding)
+  dims, step = (1, *window, 1), (1, *strides, 1)
+  summed = jax.lax.reduce_window(x, jnp.array(0, x.dtype), jax.lax.add, dims, step,
+                                 [(0, 0), *pads, (0, 0)])
+  counts = _window_counts(tuple(size), window, strides, tuple(map(tuple, pads)),
+                          tuple(map(tuple, counted)), conventions.avg_pool_include_pad)
+  return summed / jnp.asarray(counts, x.dtype)[None, :, :, None]
+
+
+@functools.lru_cache(maxsize=None)
+def _window_counts(size, window, strides, pads, counted, include_pad) -> np.ndarray:
+  """Number of pixels each pooling window divides by (a static numpy table)."""
+  ones = np.ones(size, np.float64)
+  if include_pad:
+    ones = np.pad(ones, counted, constant_values=1.0)
+    pads = [(p - c[0], q - c[1]) for (p, q), c in zip(pads, counted)]
+  ones = np.pad(ones, pads)
+  out = [(ones.shape[i] - window[i]) // strides[i] + 1 for i in range(2)]
+  counts = np.empty(out)
+  for i in range(out[0]):
+    for j in range(out[1]):
+      r, c = i * strides[0], j * strides[1]
+      counts[i, j] = ones[r:r + window[0], c:c + window[1]].sum()
+  return counts
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+  """Mean over the spatial dimensions, accumulated in float32."""
+  return jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
+
+
+def adaptive_avg_pool(x: jax.Array, output_size: int | Sequence[int]) -> jax.Array:
+  """PyTorch's ``adaptive_avg_pool2d``: window i spans [floor(i*n/o), ceil((i+1)*n/o))."""
+  oh, ow = _pair(output_size)
+  h, w = x.shape[1:3]
+  rows = []
+  for i in range(oh):
+    r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+    cols = []
+    for j in range(ow):
+      c0, c1 = (j * w) // ow, -(-((j + 1) * w) // ow)
+      cols.append(jnp.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)))
+    rows.append(jnp.stack(cols, axis=1))
+  return jnp.stack(rows, axis=1)
+
+
+# ------------------------------------------------------------------------- model helpers
+
+def check_input(images: jax.Array, min_size: int, model: str) -> None:
+  """Fail with a clear message on input that is not NHWC or is below the model's minimum."""
+  if images.ndim != 4:
+    raise ValueError(f'{model} expects NHWC images of rank 4, got shape {images.shape}')
+  h, w = images.shape[1:3]
+  if h < min_size or w < min_size:
+    raise ValueError(f'{model} needs inputs of at least {min_size}x{min_size} pixels, '
+                     f'got {h}x{w}')
+
+
+def endpoint(module: nn.Module, name: str, x: jax.Array) -> jax.Array:
+  """Record a named intermediate (TF-slim's end_points) in the 'intermediates' collection."""
+  module.sow('intermediates', name, x)
+  return x

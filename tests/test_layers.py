@@ -1,0 +1,94 @@
+"""The shared pooling and padding arithmetic against PyTorch and TF/XLA semantics."""
+
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+
+from inception_jax.models import layers
+from inception_jax.models.conventions import TF, TORCH
+
+torch = pytest.importorskip('torch')
+F = torch.nn.functional
+
+# (input size, window, stride, torch padding, ceil_mode)
+TORCH_POOLS = [
+    (112, 3, 2, 0, True), (57, 3, 2, 0, True), (28, 3, 1, 1, True), (14, 2, 2, 0, True),
+    (147, 3, 2, 1, False), (74, 3, 2, 1, False), (35, 3, 1, 1, False), (8, 3, 1, 1, False),
+    (17, 5, 3, 0, False), (13, 3, 2, 0, True),
+]
+
+
+def _x(n, seed=0):
+  return np.random.default_rng(seed).normal(size=(2, n, n + 1, 3)).astype(np.float32)
+
+
+def _torch(fn, x, *args, **kw):
+  out = fn(torch.from_numpy(x.transpose(0, 3, 1, 2)), *args, **kw)
+  return out.numpy().transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize('n,k,s,p,ceil', TORCH_POOLS)
+@pytest.mark.parametrize('include_pad', [True, False])
+def test_torch_pooling(n, k, s, p, ceil, include_pad):
+  conv = TORCH.replace(pool_ceil=ceil, avg_pool_include_pad=include_pad)
+  x = _x(n)
+  want_max = _torch(F.max_pool2d, x, k, s, p, ceil_mode=ceil)
+  want_avg = _torch(F.avg_pool2d, x, k, s, p, ceil_mode=ceil, count_include_pad=include_pad)
+  # An explicit int padding is taken as PyTorch's, in every convention.
+  got_max = layers.max_pool(jnp.asarray(x), k, s, p, conv)
+  got_avg = layers.avg_pool(jnp.asarray(x), k, s, p, conv)
+  np.testing.assert_allclose(got_max, want_max, rtol=0, atol=0)
+  np.testing.assert_allclose(got_avg, want_avg, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('n,k,s', [(112, 3, 2), (57, 3, 2), (74, 3, 2), (35, 3, 1), (17, 5, 3)])
+def test_tf_same_pooling_matches_xla(n, k, s):
+  x = jnp.asarray(_x(n))
+  want_max = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, s, s, 1), 'SAME')
+  ones = jnp.ones_like(x)
+  win = (1, k, k, 1), (1, s, s, 1), 'SAME'
+  want_avg = (jax.lax.reduce_window(x, 0., jax.lax.add, *win) /
+              jax.lax.reduce_window(ones, 0., jax.lax.add, *win))
+  np.testing.assert_array_equal(layers.max_pool(x, k, s, 'SAME', TF), want_max)
+  np.testing.assert_allclose(layers.avg_pool(x, k, s, 'SAME', TF), want_avg, rtol=1e-6)
+
+
+def test_ceil_pool_declared_same_follows_caffe():
+  # torchvision GoogLeNet: MaxPool2d(3, 2, ceil_mode=True) where TF-slim declares SAME;
+  # MaxPool2d(3, 1, padding=1, ceil_mode=True) for the stride-1 branch pool.
+  conv = TORCH.replace(pool_ceil=True)
+  x = _x(57)
+  np.testing.assert_array_equal(layers.max_pool(jnp.asarray(x), 3, 2, 'SAME', conv),
+                                _torch(F.max_pool2d, x, 3, 2, 0, ceil_mode=True))
+  np.testing.assert_array_equal(layers.max_pool(jnp.asarray(x), 3, 1, 'SAME', conv),
+                                _torch(F.max_pool2d, x, 3, 1, 1, ceil_mode=True))
+
+
+@pytest.mark.parametrize('n,k,s', [(224, 7, 2), (75, 3, 2), (35, 3, 1), (17, 7, 1)])
+def test_conv_same_padding(n, k, s):
+  assert TF.conv_padding((k, k), (s, s), 'SAME') == 'SAME'
+  assert TORCH.conv_padding((k, k), (s, s), 'SAME') == [((k - 1) // 2,) * 2] * 2
+  assert TORCH.conv_padding((1, 7), (1, 1), 'SAME') == [(0, 0), (3, 3)]
+  assert TF.conv_padding((3, 3), (2, 2), 'VALID') == 'VALID'
+  assert TF.conv_padding((3, 3), (1, 1), 1) == [(1, 1), (1, 1)]
+
+
+@pytest.mark.parametrize('n,o', [(14, 4), (7, 4), (17, 5), (5, 5)])
+def test_adaptive_avg_pool(n, o):
+  x = _x(n)
+  want = _torch(F.adaptive_avg_pool2d, x, o)
+  np.testing.assert_allclose(layers.adaptive_avg_pool(jnp.asarray(x), o), want, rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_convbn_parameter_names():
+  m = layers.ConvBN(8, 3, TORCH)
+  v = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 9, 9, 4)))
+  assert set(v['params']) == {'conv', 'bn'}
+  assert set(v['params']['bn']) == {'scale', 'bias'}
+  assert set(v['batch_stats']['bn']) == {'mean', 'var'}
+  v = layers.ConvBN(8, 3, TF).init(jax.random.PRNGKey(0), jnp.zeros((1, 9, 9, 4)))
+  assert set(v['params']['bn']) == {'bias'}
+  v = layers.ConvBN(8, 3, TF, use_bn=False).init(jax.random.PRNGKey(0), jnp.zeros((1, 9, 9, 4)))
+  assert set(v['params']) == {'conv'} and 'bias' in v['params']['conv']
