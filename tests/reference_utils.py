@@ -82,3 +82,14 @@ def randomize_keras(model, x_nhwc, seed=0):
       rest.append(0.2 * rng.normal(size=n))
     l.set_weights([w.astype(np.float32) for w in (*rest, mean, var)])
   return model
+
+
+def require(module: str):
+  """Import a reference package; skipped locally when absent, a failure in CI (CI=true)."""
+  import importlib
+  import os
+  import pytest
+  if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'):
+    return importlib.import_module(module)
+  return pytest.importorskip(
+      module, reason=f'{module} not installed (see README: pip install --no-deps ...)')

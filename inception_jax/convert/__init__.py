@@ -10,6 +10,7 @@ per family; they know names, not architecture (see :mod:`inception_jax.convert.c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import logging
 import os
@@ -169,7 +170,8 @@ def _finish(model, reader, conv: Converter, implied, num_classes, drop_backgroun
   if num_classes is None:
     num_classes = source_classes
   module = models.create(model, num_classes=num_classes, **implied, **options)
-  shapes = jax.eval_shape(module.init, _init_rngs(), _dummy(module, model), train=False)
+  shapes = jax.eval_shape(functools.partial(module.init, train=False), _init_rngs(),
+                          _dummy(module, model))
   shapes = {k: v for k, v in shapes.items() if k in ('params', 'batch_stats')}
   reinit: list[tuple[str, ...]] = []
   if num_classes != source_classes:
@@ -186,7 +188,9 @@ def _finish(model, reader, conv: Converter, implied, num_classes, drop_backgroun
   variables = assemble(reader, shapes, what=what, allow_missing=reinit)
   if reinit:
     dummy = _dummy(module, model)
-    fresh = flatten(module.init(_init_rngs(), jnp.zeros(dummy.shape, dummy.dtype), train=False))
+    # Under jit, XLA drops the forward pass: no parameter depends on it.
+    init = jax.jit(functools.partial(module.init, train=False))
+    fresh = flatten(init(_init_rngs(), jnp.zeros(dummy.shape, dummy.dtype)))
     variables = flatten(variables)
     variables.update({p: np.asarray(fresh[p]) for p in reinit})
     variables = unflatten(variables)

@@ -9,6 +9,7 @@ against the variables the flax module itself declares, and every problem is repo
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -141,17 +142,19 @@ class TorchReader(_Reader):
 
 
 class KerasReader(_Reader):
-  """Reads the layers of a ``keras.applications`` model in construction order.
+  """Reads the layers of a ``keras.applications`` model by name.
 
-  Keras names most layers with global counters (``conv2d_17``), so converters consume layers by
-  kind and order: ``next_conv()``, ``next_bn()``, ... each take the next unused layer of that kind.
+  Keras names the layers it is not given names for with per-class counters (``conv2d``,
+  ``conv2d_1``, ...) that follow construction order, while ``model.layers`` lists layers in graph
+  order, which interleaves the parallel branches of an Inception block. :meth:`auto_named` gives
+  such layers in construction order; converters pair them with our modules in that order.
   """
 
   def __init__(self, layers: Iterable[tuple[str, str, list[np.ndarray]]]):
-    """``layers``: (name, class name, weights) of every layer that has weights, in order."""
+    """``layers``: (name, class name, weights) of every layer that has weights."""
     super().__init__()
     self.layers = [(n, c, [np.asarray(w) for w in ws]) for n, c, ws in layers]
-    self.used: set[int] = set()
+    self.used: set[str] = set()
     self.missing: list[str] = []
 
   @classmethod
@@ -159,50 +162,61 @@ class KerasReader(_Reader):
     return cls((l.name, type(l).__name__, l.get_weights()) for l in _flat_layers(model)
                if l.get_weights())
 
-  def next(self, *kinds: str) -> tuple[str, list[np.ndarray]] | None:
-    for i, (name, kind, weights) in enumerate(self.layers):
-      if i not in self.used and kind in kinds:
-        self.used.add(i)
-        return name, weights
-    self.missing.append(f'a further {"/".join(kinds)} layer')
-    return None
+  def names(self, kind: str | None = None) -> list[str]:
+    return [n for n, k, _ in self.layers if kind is None or k == kind]
+
+  def auto_named(self, kind: str, prefix: str) -> list[str]:
+    """Names ``prefix``, ``prefix_1``, ``prefix_2``, ... of ``kind`` layers, in counter order."""
+    found = []
+    for name in self.names(kind):
+      m = re.fullmatch(re.escape(prefix) + r'(?:_(\d+))?', name)
+      if m:
+        found.append((int(m.group(1) or 0), name))
+    return [name for _, name in sorted(found)]
 
   def get(self, name: str) -> list[np.ndarray] | None:
-    for i, (n, _, weights) in enumerate(self.layers):
+    for n, _, weights in self.layers:
       if n == name:
-        self.used.add(i)
+        self.used.add(name)
         return weights
     self.missing.append(name)
     return None
 
-  def conv(self, scope: Path, *, bias: bool = False) -> None:
-    """The next Conv2D layer -> ``scope/conv``."""
-    got = self.next('Conv2D')
+  def conv(self, name: str, scope: Path) -> None:
+    """Conv2D ``name`` (HWIO kernel[, bias]) -> ``scope/conv``."""
+    got = self.get(name)
     if got is not None:
-      self.put(('params', *scope, 'conv', 'kernel'), got[1][0])
-      if bias:
-        self.put(('params', *scope, 'conv', 'bias'), got[1][1])
+      self.put(('params', *scope, 'conv', 'kernel'), got[0])
+      if len(got) > 1:
+        self.put(('params', *scope, 'conv', 'bias'), got[1])
 
-  def bn(self, scope: Path, *, scale: bool = False) -> None:
-    """The next BatchNormalization layer -> ``scope/bn`` ([gamma,] beta, mean, var)."""
-    got = self.next('BatchNormalization')
-    if got is not None:
-      ws = got[1]
-      gamma, rest = (ws[0], ws[1:]) if scale else (None, ws)
-      self._bn(scope, gamma, *rest)
+  def bn(self, name: str, scope: Path) -> None:
+    """BatchNormalization ``name`` ([gamma,] beta, moving mean, moving var) -> ``scope/bn``."""
+    got = self.get(name)
+    if got is None:
+      return
+    if len(got) not in (3, 4):
+      self.errors.append(f'{name}: expected [gamma,] beta, mean and variance, got {len(got)} '
+                         'arrays')
+      return
+    gamma = got[0] if len(got) == 4 else None
+    self._bn(scope, gamma, *got[-3:])
 
-  def conv_bn(self, scope: Path, *, scale: bool = False) -> None:
-    self.conv(scope)
-    self.bn(scope, scale=scale)
+  def conv_bn(self, conv: str, bn: str, scope: Path) -> None:
+    self.conv(conv, scope)
+    self.bn(bn, scope)
 
-  def dense(self, scope: Path) -> None:
-    got = self.next('Dense')
-    if got is not None:
-      self.put(('params', *scope, 'kernel'), got[1][0])
-      self.put(('params', *scope, 'bias'), got[1][1])
+  def dense(self, name: str, scope: Path) -> int:
+    """Dense ``name`` -> ``scope``; returns its number of outputs (0 when absent)."""
+    if name not in self.names('Dense'):
+      return 0
+    kernel, bias = self.get(name)
+    self.put(('params', *scope, 'kernel'), kernel)
+    self.put(('params', *scope, 'bias'), bias)
+    return int(kernel.shape[-1])
 
   def unused(self) -> list[str]:
-    return [n for i, (n, _, _) in enumerate(self.layers) if i not in self.used]
+    return [n for n, _, _ in self.layers if n not in self.used]
 
 
 def _flat_layers(model: Any) -> list[Any]:

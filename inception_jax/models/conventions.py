@@ -148,6 +148,12 @@ _MODEL_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ('inception_v1', 'torch'): dict(pool_ceil=True, aux_pool='adaptive'),
     # pretrainedmodels bninception (Caffe): ceil_mode pools, PyTorch's BatchNorm epsilon.
     ('inception_v2', 'torch'): dict(pool_ceil=True, bn_epsilon=1e-5),
+    # timm inception_v4 (Cadene's port of TF-slim): its 3x3/1 average pools pass
+    # count_include_pad=False, i.e. divide by the real pixels as TF's SAME pooling does.
+    ('inception_v4', 'torch'): dict(avg_pool_include_pad=False),
+    # timm inception_resnet_v2 (the same port): Mixed_5b's 3x3/1 average pool passes
+    # count_include_pad=False. (facenet's inception_resnet_v1 has no such pool.)
+    ('inception_resnet_v2', 'torch'): dict(avg_pool_include_pad=False),
     # Keras Xception's BatchNorm keeps its scale; timm legacy_xception uses PyTorch's epsilon.
     ('xception', 'tf'): dict(bn_scale=True),
     ('xception', 'torch'): dict(bn_epsilon=1e-5),

@@ -159,6 +159,12 @@ def check_input(images: jax.Array, min_size: int, model: str) -> None:
 
 
 def endpoint(module: nn.Module, name: str, x: jax.Array) -> jax.Array:
-  """Record a named intermediate (TF-slim's end_points) in the 'intermediates' collection."""
-  module.sow('intermediates', name, x)
+  """Record a named intermediate (TF-slim's end_points) in the 'intermediates' collection.
+
+  All end points of a module go into one dict-valued variable, ``intermediates/endpoints``:
+  flax reserves submodule names in every collection, and an end point is usually named like the
+  submodule that produced it (``Mixed_5b``).
+  """
+  module.sow('intermediates', 'endpoints', {name: x}, init_fn=dict,
+             reduce_fn=lambda points, new: {**points, **new})
   return x

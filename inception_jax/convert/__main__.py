@@ -1,0 +1,64 @@
+"""Convert reference weights into a converted-weights directory (orbax checkpoint + model.json).
+
+    # published weights by name (downloads when online; offline, says which file to put where)
+    python -m inception_jax.convert --known timm/inception_v3.tf_in1k --out weights/v3_tf
+    # a file you have
+    python -m inception_jax.convert --model inception_v3 --source timm \\
+        --weights model.safetensors --out weights/v3_tf
+    python -m inception_jax.convert --model xception --source keras --weights xception.h5 \\
+        --out weights/xception_keras
+
+The directory is what ``python -m inception_jax.predict --weights DIR`` and training's
+``--config.init_from=DIR`` read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from inception_jax import convert, pretrained
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--known', choices=sorted(pretrained.KNOWN),
+                      help='published weights by their library name')
+  parser.add_argument('--model', help='our model name (with --weights)')
+  parser.add_argument('--source', choices=[*convert.TORCH_SOURCES, 'keras'])
+  parser.add_argument('--weights', help='.pth/.bin/.safetensors state dict, or Keras .h5 file')
+  parser.add_argument('--num-classes', type=int, default=None,
+                      help='classes of the converted model (default: the checkpoint\'s)')
+  parser.add_argument('--drop-background', action='store_true',
+                      help='1001-class TF checkpoints: drop class 0 (background)')
+  parser.add_argument('--preprocess', choices=['inception', 'imagenet', 'caffe_bgr', 'facenet'],
+                      help='input normalisation the weights expect (default: by source)')
+  parser.add_argument('--out', required=True, help='new directory to write')
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format='%(message)s')
+
+  kw = dict(num_classes=args.num_classes, drop_background=args.drop_background)
+  if args.known:
+    module, variables, preprocess = pretrained.convert_known(args.known, **kw)
+    name, source = pretrained.KNOWN[args.known]['model'], pretrained.KNOWN[args.known]['source']
+  else:
+    if not (args.model and args.source and args.weights):
+      parser.error('give --known NAME, or --model, --source and --weights')
+    name, source = args.model, args.source
+    if source == 'keras':
+      module, variables = convert.from_keras(name, args.weights, **kw)
+    else:
+      module, variables = convert.from_torch(name, args.weights, source=source, **kw)
+    default = {'pretrainedmodels': 'caffe_bgr', 'facenet': 'facenet'}.get(source, 'inception')
+    preprocess = {'inception': pretrained.INCEPTION, 'imagenet': pretrained.IMAGENET,
+                  'caffe_bgr': pretrained.CAFFE_BGR,
+                  'facenet': pretrained.FACENET}[args.preprocess or default]
+  out = pretrained.save(args.out, name, module, variables, preprocess=preprocess, source=source)
+  print(f'wrote {name} ({source}) to {out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

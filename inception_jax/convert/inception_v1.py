@@ -1,0 +1,77 @@
+"""torchvision ``googlenet`` -> ``inception_v1`` (variant 'bn', PyTorch conventions).
+
+Input: our model has no input transform. torchvision's ``transform_input=True`` (its default with
+pretrained weights) rescales ImageNet-normalised input ``(x01 - mean) / std`` channel-wise by
+``std / 0.5`` and shifts it by ``(mean - 0.5) / 0.5``, i.e. maps it back to ``2 * x01 - 1``: the
+[-1, 1] input the ported TF weights expect. So the converted model applied to [-1, 1] images
+equals torchvision's ``googlenet(weights=..., transform_input=True)`` applied to the
+ImageNet-normalised images, and ``transform_input=False`` torchvision on the same [-1, 1] images.
+
+Eval output is the logits; in train mode torchvision returns ``(logits, aux2, aux1)`` and we return
+``(logits, (aux_4b, aux_4e))`` with ``aux_4b`` = torchvision's ``aux1``. torchvision's aux heads
+are not pretrained.
+"""
+
+from __future__ import annotations
+
+import math
+
+from inception_jax.convert import torch_converter
+from inception_jax.convert.core import TorchReader
+
+# torchvision attribute -> TF-slim scope (paper module 3a is slim's Mixed_3b, ...).
+_STEM = {'conv1': 'Conv2d_1a_7x7', 'conv2': 'Conv2d_2b_1x1', 'conv3': 'Conv2d_2c_3x3'}
+_MIXED = {'inception3a': 'Mixed_3b', 'inception3b': 'Mixed_3c', 'inception4a': 'Mixed_4b',
+          'inception4b': 'Mixed_4c', 'inception4c': 'Mixed_4d', 'inception4d': 'Mixed_4e',
+          'inception4e': 'Mixed_4f', 'inception5a': 'Mixed_5b', 'inception5b': 'Mixed_5c'}
+# torchvision's branchN submodules (Sequential indices) -> Branch_{N-1}/<conv scope>.
+_BRANCHES = {
+    'branch1': ('Branch_0', 'Conv2d_0a_1x1'),
+    'branch2.0': ('Branch_1', 'Conv2d_0a_1x1'),
+    'branch2.1': ('Branch_1', 'Conv2d_0b_3x3'),
+    'branch3.0': ('Branch_2', 'Conv2d_0a_1x1'),
+    'branch3.1': ('Branch_2', 'Conv2d_0b_3x3'),
+    'branch4.1': ('Branch_3', 'Conv2d_0b_1x1'),
+}
+_AUX = {'aux1': 'AuxLogits_4b', 'aux2': 'AuxLogits_4e'}
+
+
+def _basic_conv(reader: TorchReader, prefix: str, scope: tuple[str, ...]) -> None:
+  """torchvision's BasicConv2d: ``prefix.conv`` (no bias) + ``prefix.bn``."""
+  reader.conv_bn(f'{prefix}.conv', f'{prefix}.bn', scope)
+
+
+def _aux_fc1(reader: TorchReader, prefix: str, scope: tuple[str, ...]) -> None:
+  """fc1 reads torchvision's NCHW-flattened conv output, our head flattens NHWC: reorder its
+  input rows. Channels come from the aux conv's weight, the (square) grid from fc1's width."""
+  w = reader.take(f'{prefix}.fc1.weight')
+  if w is not None:
+    conv_w = reader.state.get(f'{prefix}.conv.conv.weight')
+    channels = conv_w.shape[0] if conv_w is not None else w.shape[1]
+    side = math.isqrt(w.shape[1] // channels)
+    if side * side * channels == w.shape[1]:  # else left as is, for the shape check to report
+      w = w.reshape(-1, channels, side, side).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+    reader.put(('params', *scope, 'kernel'), w.T)
+  reader.vector(f'{prefix}.fc1.bias', ('params', *scope, 'bias'))
+
+
+@torch_converter('inception_v1', sources=('torchvision',),
+                 heads=(('Logits',), ('AuxLogits_4b',), ('AuxLogits_4e',)), variant='bn')
+def torchvision_googlenet(reader: TorchReader, source: str) -> dict:
+  """Map ``torchvision.models.googlenet().state_dict()``; implies num_classes and aux_logits."""
+  for prefix, scope in _STEM.items():
+    _basic_conv(reader, prefix, (scope,))
+  for block, mixed in _MIXED.items():
+    for branch, (branch_scope, conv_scope) in _BRANCHES.items():
+      _basic_conv(reader, f'{block}.{branch}', (mixed, branch_scope, conv_scope))
+  aux_logits = reader.has('aux1.fc2.weight') or reader.has('aux2.fc2.weight')
+  if aux_logits:
+    for prefix, scope in _AUX.items():
+      _basic_conv(reader, f'{prefix}.conv', (scope, 'Conv2d_1b_1x1'))
+      _aux_fc1(reader, prefix, (scope, 'Fc_2a'))
+      reader.linear(f'{prefix}.fc2', (scope, 'Logits'))
+  num_classes = 0
+  if reader.has('fc.weight'):
+    num_classes = int(reader.state['fc.weight'].shape[0])
+    reader.linear('fc', ('Logits',))
+  return {'num_classes': num_classes, 'aux_logits': aux_logits}

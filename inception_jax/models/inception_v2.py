@@ -1,0 +1,182 @@
+"""BN-Inception (Inception-v2): Ioffe & Szegedy 2015, "Batch Normalization", Section 4.2.
+
+The Inception network the paper trains with Batch Normalization, laid out in its Appendix,
+Figure 5. Relative to GoogLeNet: every 5x5 convolution becomes two stacked 3x3 convolutions, the
+28x28 stage has three modules instead of two, modules pool with an average or a max, and the
+stride-2 modules 3c and 4e (stride-2 convolutions and a max pool before the concatenation) take
+the place of GoogLeNet's pooling layers between stages.
+
+The published weights are the Caffe release (ported to PyTorch by ``pretrainedmodels``), so the
+default conventions are 'torch': ceil-mode pooling and PyTorch's BatchNorm epsilon (see the
+``('inception_v2', 'torch')`` row of ``conventions._MODEL_OVERRIDES``). Caffe's block names map to
+TF-slim's end points: inception_3a -> Mixed_3b, 3b -> Mixed_3c, 3c -> Mixed_4a, 4a..4d ->
+Mixed_4b..Mixed_4e, 4e -> Mixed_5a, 5a -> Mixed_5b, 5b -> Mixed_5c. Under these conventions,
+as in Caffe, only input sizes 32k-1 .. 32k+6 (..., 191-198, 223-230, 255-262, ...) give the
+stride-2 modules the even maps they need; other sizes are refused with a ValueError.
+
+Where the Caffe release fixes what the paper leaves open, this follows the release:
+
+* the first layer is a plain 7x7 convolution (TF-slim's ``inception_v2`` makes it separable,
+  depth multiplier 8, by default);
+* every convolution carries a bias ahead of its BatchNorm (``conv_bias=True``; redundant with
+  BN's shift, but present in the checkpoint and counted in its 11,295,240 parameters);
+* module widths are the sums of Figure 5's per-branch filter columns (as in TF-slim too), which
+  make 4c and 4d 608 channels wide and 4e 1056;
+* there are no auxiliary classifiers: Figure 5 lists none and the Caffe release has none.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, ClassVar, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from inception_jax.models import layers
+from inception_jax.models.conventions import TF, Conventions
+from inception_jax.models.registry import register
+
+
+class Row(NamedTuple):
+  """One 'inception' row of Figure 5: its filter columns, pool type and stride."""
+  name: str            # TF-slim end point
+  conv_1x1: int        # '#1x1' (0: no such branch, the stride-2 modules)
+  reduce_3x3: int      # '#3x3 reduce'
+  conv_3x3: int        # '#3x3'
+  reduce_d3x3: int     # 'double #3x3 reduce'
+  conv_d3x3: int       # 'double #3x3'
+  pool: str            # 'avg' or 'max'
+  proj: int            # 'Pool + proj' (0: "pass through", the pool output is concatenated as is)
+  stride: int = 1
+
+
+# Figure 5, rows 3a..5b, under TF-slim's names.
+ROWS = (
+    Row('Mixed_3b', 64, 64, 64, 64, 96, 'avg', 32),
+    Row('Mixed_3c', 64, 64, 96, 64, 96, 'avg', 64),
+    Row('Mixed_4a', 0, 128, 160, 64, 96, 'max', 0, stride=2),
+    Row('Mixed_4b', 224, 64, 96, 96, 128, 'avg', 128),
+    Row('Mixed_4c', 192, 96, 128, 96, 128, 'avg', 128),
+    Row('Mixed_4d', 160, 128, 160, 128, 160, 'avg', 128),
+    Row('Mixed_4e', 96, 128, 192, 160, 192, 'avg', 128),
+    Row('Mixed_5a', 0, 128, 192, 192, 256, 'max', 0, stride=2),
+    Row('Mixed_5b', 352, 192, 320, 160, 224, 'avg', 128),
+    # The one stride-1 module whose 'Pool + proj' column is a max pool.
+    Row('Mixed_5c', 352, 192, 320, 192, 224, 'max', 128),
+)
+
+
+class Branch(nn.Module):
+  """One column of an Inception module: an optional 3x3 pool, then a chain of conv units."""
+
+  units: tuple[tuple[str, int, int, int], ...]  # (TF-slim scope, filters, kernel, stride)
+  conventions: Conventions
+  pool: tuple[str, int] | None = None  # ('avg' or 'max', stride), applied before the units
+  conv_bias: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if self.pool is not None:
+      kind, stride = self.pool
+      pool = layers.avg_pool if kind == 'avg' else layers.max_pool
+      x = pool(x, 3, stride, 'SAME', self.conventions)
+    for scope, filters, kernel, stride in self.units:
+      x = layers.ConvBN(filters, kernel, self.conventions, strides=stride,
+                        use_bias=self.conv_bias, dtype=self.dtype, name=scope)(x, train)
+    return x
+
+
+class Inception(nn.Module):
+  """An Inception module of Figure 5: 1x1 | 1x1-3x3 | 1x1-3x3-3x3 | pool(-1x1 projection).
+
+  The stride-2 rows (3c, 4e; Appendix) have no 1x1 branch, stride the last 3x3 of both
+  convolution branches and a max pool, and concatenate the pool output unprojected.
+  """
+
+  row: Row
+  conventions: Conventions
+  conv_bias: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    r, s = self.row, self.row.stride
+    # TF-slim scopes: a stride-2 op is '..._1a_...'; a stride-1 chain counts 0a, 0b, 0c.
+    last_3x3 = 'Conv2d_1a_3x3' if s > 1 else 'Conv2d_0b_3x3'
+    last_d3x3 = 'Conv2d_1a_3x3' if s > 1 else 'Conv2d_0c_3x3'
+    columns = [  # (conv units, pool ahead of them)
+        ((('Conv2d_0a_1x1', r.conv_1x1, 1, 1),), None),
+        ((('Conv2d_0a_1x1', r.reduce_3x3, 1, 1), (last_3x3, r.conv_3x3, 3, s)), None),
+        ((('Conv2d_0a_1x1', r.reduce_d3x3, 1, 1), ('Conv2d_0b_3x3', r.conv_d3x3, 3, 1),
+          (last_d3x3, r.conv_d3x3, 3, s)), None),
+        ((('Conv2d_0b_1x1', r.proj, 1, 1),) if r.proj else (), (r.pool, s)),
+    ]
+    if not r.conv_1x1:  # the stride-2 rows
+      columns.pop(0)
+    outs = [Branch(units, self.conventions, pool, self.conv_bias, self.dtype,
+                   name=f'Branch_{i}')(x, train) for i, (units, pool) in enumerate(columns)]
+    sizes = {o.shape[1:3] for o in outs}
+    if len(sizes) > 1:
+      # Caffe pools in ceil mode without padding while its convs pad symmetrically; on an odd
+      # input the stride-2 branches disagree by one pixel, and the Caffe network fails too.
+      raise ValueError(
+          f'{r.name}: its stride-2 branches give different sizes {sorted(sizes)} for a '
+          f'{x.shape[1]}x{x.shape[2]} input under the {self.conventions.name!r} conventions, '
+          'which need an even input here; choose an image size that gives one (e.g. 224)')
+    return jnp.concatenate(outs, axis=-1)
+
+
+@register('inception_v2',
+          paper='Ioffe & Szegedy 2015, Batch Normalization: Accelerating Deep Network Training '
+                'by Reducing Internal Covariate Shift',
+          input_size=224, default_conventions='torch')
+class InceptionV2(nn.Module):
+  """BN-Inception, Figure 5: stem, ten Inception modules, global average pool, classifier."""
+
+  num_classes: int = 1000
+  conventions: Conventions = TF
+  # Section 4.2.1, "Remove Dropout": the BN network is trained without it.
+  dropout_rate: float = 0.0
+  # The Caffe release has a bias in every convolution, ahead of the BatchNorm.
+  conv_bias: bool = True
+  dtype: Any = jnp.float32
+
+  # Smallest input that runs in both conventions. Under 'torch' (Caffe) the unpadded ceil-mode
+  # pools and the padded stride-2 convs of Mixed_4a/Mixed_5a agree only on even maps, which only
+  # sizes 32k-1 .. 32k+6 give (31-38, ..., 223-230); any other size is refused with a ValueError.
+  # 31 is the first of them (1x1 after Mixed_5a); 'tf' runs from 1 up.
+  min_size: ClassVar[int] = 31
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    layers.check_input(images, self.min_size, 'inception_v2')
+    conv = functools.partial(layers.ConvBN, conventions=self.conventions,
+                             use_bias=self.conv_bias, dtype=self.dtype)
+    x = images.astype(self.dtype)
+
+    # Stem, Figure 5 rows 1-4: GoogLeNet's, without its LRN (Section 4.2.1).
+    x = conv(64, 7, strides=2, name='Conv2d_1a_7x7')(x, train)
+    layers.endpoint(self, 'Conv2d_1a_7x7', x)
+    x = layers.max_pool(x, 3, 2, 'SAME', self.conventions)
+    layers.endpoint(self, 'MaxPool_2a_3x3', x)
+    x = conv(64, 1, name='Conv2d_2b_1x1')(x, train)
+    layers.endpoint(self, 'Conv2d_2b_1x1', x)
+    x = conv(192, 3, name='Conv2d_2c_3x3')(x, train)
+    layers.endpoint(self, 'Conv2d_2c_3x3', x)
+    x = layers.max_pool(x, 3, 2, 'SAME', self.conventions)
+    layers.endpoint(self, 'MaxPool_3a_3x3', x)
+
+    for row in ROWS:
+      x = Inception(row, self.conventions, self.conv_bias, self.dtype, name=row.name)(x, train)
+      layers.endpoint(self, row.name, x)
+
+    # Figure 5's final 7x7 average pool, taken over the whole map at any input size.
+    x = layers.global_avg_pool(x)
+    layers.endpoint(self, 'PreLogits', x)
+    if self.num_classes == 0:
+      return x
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return layers.dense(self.num_classes, self.dtype, name='Logits')(x)

@@ -1,0 +1,178 @@
+"""The conversion machinery: error reporting, head handling, file formats, save/load, predict.
+
+Uses torchvision's GoogLeNet (the smallest reference) wherever the architecture does not matter;
+per-architecture parity lives in tests/test_parity_<family>.py.
+"""
+
+import functools
+import logging
+import os
+import re
+import urllib.error
+
+import jax
+import numpy as np
+import pytest
+
+from inception_jax import convert, pretrained
+from reference_utils import assert_parity, images, randomize_torch, require, torch_forward
+
+torch = require('torch')
+torchvision = require('torchvision')
+
+SIZE = 96  # small but above GoogLeNet's minimum: the facts tested here do not depend on size
+
+
+def _googlenet(num_classes=1000, aux_logits=False, seed=0):
+  torch.manual_seed(seed)
+  model = torchvision.models.googlenet(weights=None, aux_logits=aux_logits, transform_input=False,
+                                       init_weights=True, num_classes=num_classes)
+  return randomize_torch(model, images(2, SIZE, seed=seed), seed=seed)
+
+
+@pytest.fixture(scope='module')
+def reference():
+  return _googlenet()
+
+
+def _apply(module, variables, x):
+  return np.asarray(jax.jit(functools.partial(module.apply, train=False))(variables, x))
+
+
+def test_state_dict_of_another_architecture_names_every_key():
+  torch.manual_seed(0)
+  other = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+  with pytest.raises(convert.ConversionError) as err:
+    convert.from_torch('inception_v1', other.state_dict(), source='torchvision')
+  msg = str(err.value)
+  assert 'missing in the source' in msg and 'conv1.conv.weight' in msg
+  assert 'unexpected in the source' in msg and 'Mixed_5b.branch1x1.conv.weight' in msg
+
+
+def test_missing_unexpected_and_misshaped_tensors_reported_together(reference):
+  state = dict(reference.state_dict())
+  del state['inception4c.branch2.1.bn.running_var']
+  state['extra.weight'] = torch.zeros(3)
+  state['inception3a.branch1.conv.weight'] = torch.zeros(64, 192, 3, 3)
+  with pytest.raises(convert.ConversionError) as err:
+    convert.from_torch('inception_v1', state, source='torchvision')
+  msg = str(err.value)
+  assert 'inception4c.branch2.1.bn.running_var' in msg
+  assert 'extra.weight' in msg
+  assert 'source shape (3, 3, 192, 64)' in msg and '(1, 1, 192, 64)' in msg
+
+
+def test_unknown_source_and_model():
+  with pytest.raises(ValueError, match='source must be one of'):
+    convert.from_torch('inception_v1', {}, source='caffe')
+  with pytest.raises(ValueError, match='no timm converter for inception_v1'):
+    convert.from_torch('inception_v1', {}, source='timm')
+
+
+def test_new_head_for_fine_tuning_reinitialises_only_the_classifier(reference, caplog):
+  module, variables = convert.from_torch('inception_v1', reference.state_dict(),
+                                         source='torchvision')
+  with caplog.at_level(logging.WARNING, logger='inception_jax.convert'):
+    tuned, tv = convert.from_torch('inception_v1', reference.state_dict(), source='torchvision',
+                                   num_classes=10)
+  assert 're-initialised for 10 classes (checkpoint has 1000)' in caplog.text
+  assert tv['params']['Logits']['kernel'].shape == (1024, 10)
+  body = lambda v: {k: x for k, x in v['params'].items() if k != 'Logits'}
+  jax.tree.map(np.testing.assert_array_equal, body(tv), body(variables))
+  x = images(2, SIZE)
+  feats, fv = convert.from_torch('inception_v1', reference.state_dict(), source='torchvision',
+                                 num_classes=0)
+  assert _apply(feats, fv, x).shape == (2, 1024)
+  assert _apply(tuned, tv, x).shape == (2, 10)
+
+
+def test_1001_class_checkpoint_drops_background():
+  ref = _googlenet(num_classes=1001, seed=1)
+  x = images(2, SIZE, seed=1)
+  want = torch_forward(ref, x)[:, 1:]
+  module, variables = convert.from_torch('inception_v1', ref.state_dict(), source='torchvision',
+                                         drop_background=True)
+  assert module.num_classes == 1000
+  assert_parity(_apply(module, variables, x), want)
+  with pytest.raises(ValueError, match='needs a 1001-class checkpoint'):
+    convert.from_torch('inception_v1', _googlenet().state_dict(), source='torchvision',
+                       drop_background=True)
+
+
+@pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
+def test_weight_files_load_without_pickle(reference, tmp_path, fmt):
+  path = str(tmp_path / f'w.{fmt}')
+  if fmt == 'pth':
+    torch.save(reference.state_dict(), path)
+  else:
+    from safetensors.numpy import save_file
+    save_file({k: v.numpy() for k, v in reference.state_dict().items()}, path)
+  module, variables = convert.from_torch('inception_v1', path, source='torchvision')
+  x = images(2, SIZE)
+  assert_parity(_apply(module, variables, x), torch_forward(reference, x))
+
+
+def test_pickled_code_is_refused(tmp_path):
+  path = str(tmp_path / 'evil.pth')
+  torch.save({'model': _Evil()}, path)
+  with pytest.raises(Exception, match='(?i)weights_only|unsupported|global'):
+    convert.load_state_dict(path)
+
+
+class _Evil:
+  def __reduce__(self):
+    return (os.system, ('echo pwned',))
+
+
+def test_save_load_roundtrip_and_no_overwrite(reference, tmp_path):
+  module, variables = convert.from_torch('inception_v1', reference.state_dict(),
+                                         source='torchvision')
+  out = pretrained.save(str(tmp_path / 'v1'), 'inception_v1', module, variables,
+                        source='torchvision')
+  loaded, lv, meta = pretrained.load(out)
+  assert meta['model'] == 'inception_v1' and meta['source'] == 'torchvision'
+  assert loaded.conventions == module.conventions and loaded.num_classes == 1000
+  jax.tree.map(np.testing.assert_array_equal, lv, variables)
+  with pytest.raises(FileExistsError):
+    pretrained.save(out, 'inception_v1', module, variables)
+
+
+def test_fetch_offline_says_which_file_goes_where(tmp_path, monkeypatch):
+  def offline(*a, **k):
+    raise urllib.error.URLError('no network')
+  monkeypatch.setattr(pretrained.urllib.request, 'urlopen', offline)
+  with pytest.raises(RuntimeError) as err:
+    pretrained.fetch('timm/inception_v3.tf_in1k', str(tmp_path))
+  msg = str(err.value)
+  assert 'huggingface.co/timm/inception_v3.tf_in1k' in msg
+  assert str(tmp_path / 'timm__inception_v3.tf_in1k.safetensors') in msg
+  # A file put there by hand is used without any download.
+  (tmp_path / 'timm__inception_v3.tf_in1k.safetensors').write_bytes(b'x')
+  assert pretrained.fetch('timm/inception_v3.tf_in1k', str(tmp_path)).endswith('.safetensors')
+
+
+def test_convert_and_predict_cli_on_a_real_photo(reference, tmp_path, capsys):
+  """A new user's path: state dict file -> converted directory -> top-5 for a photo."""
+  skimage_data = require('skimage.data')
+  from PIL import Image
+  from inception_jax import predict
+  from inception_jax.convert.__main__ import main as convert_main
+  weights = str(tmp_path / 'googlenet.pth')
+  torch.save(reference.state_dict(), weights)
+  out = str(tmp_path / 'converted')
+  assert convert_main(['--model', 'googlenet', '--source', 'torchvision', '--weights', weights,
+                       '--out', out]) == 0
+  photo = str(tmp_path / 'chelsea.png')
+  Image.fromarray(skimage_data.chelsea()).save(photo)
+  bad = str(tmp_path / 'broken.jpg')
+  open(bad, 'wb').write(b'not a jpeg')
+  capsys.readouterr()
+  assert predict.main(['--model', 'inception_v1', '--weights', out, photo, bad]) == 0
+  printed = capsys.readouterr()
+  rows = re.findall(r'^\s*(\d)\. (.*?)\s+([\d.]+)%\s+\(class (\d+)\)$', printed.out, re.M)
+  assert [int(r[0]) for r in rows] == [1, 2, 3, 4, 5]
+  classes = pretrained.imagenet_classes()
+  assert all(name == classes[int(i)] for _, name, _, i in rows)
+  probs = [float(p) for _, _, p, _ in rows]
+  assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 100.01
+  assert 'broken.jpg: cannot read image' in printed.err

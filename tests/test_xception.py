@@ -1,0 +1,156 @@
+"""Xception facts: Figure 5 of Chollet 2017, and the counts of timm legacy_xception and Keras."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import traverse_util
+
+from inception_jax import models
+from inception_jax.models.conventions import resolve
+from inception_jax.models.xception import Xception
+
+RNGS = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
+
+# End points at 299x299 (Figure 5: entry flow to 19x19x728, middle flow keeps it, exit flow to
+# 10x10x2048); names are Keras' blocks.
+ENDPOINTS_299 = {
+    'block1_conv1': (149, 149, 32),
+    'block1_conv2': (147, 147, 64),
+    'block2': (74, 74, 128),
+    'block3': (37, 37, 256),
+    'block4': (19, 19, 728),  # end of the entry flow
+    **{f'block{i}': (19, 19, 728) for i in range(5, 12)},
+    'block12': (19, 19, 728),  # end of the middle flow
+    'block13': (10, 10, 1024),
+    'block14': (10, 10, 2048),  # end of the exit flow's convolutions
+    'PreLogits': (2048,),
+    'Logits': (1000,),
+}
+
+# Trainable parameters (timm legacy_xception and Keras Xception, measured; ../shared/REFERENCE.md).
+PARAM_COUNTS = [
+    (dict(conventions='tf'), 22_855_952),
+    (dict(conventions='torch'), 22_855_952),
+    (dict(num_classes=0), 22_855_952 - (2048 * 1000 + 1000)),
+    (dict(num_classes=10), 22_855_952 - 2048 * 990 - 990),
+]
+
+# Where the references' numerics differ (issue "Pretrained weights"; tests/test_parity_xception.py).
+CONVENTIONS = [
+    ('tf', dict(padding='tf', bn_epsilon=1e-3, bn_scale=True)),  # Keras: BN keeps gamma
+    ('torch', dict(padding='symmetric', bn_epsilon=1e-5, bn_scale=True)),  # PyTorch's default eps
+]
+
+# Variable shapes of the Figure 5 building blocks: a separable conv is a depthwise 3x3 (one filter
+# per channel), a pointwise 1x1 and one BN, without biases; strided blocks have a 1x1 conv+BN
+# shortcut, the middle flow an identity.
+SHAPES = {
+    'block1_conv1/conv/kernel': (3, 3, 3, 32),
+    'block2/sepconv1/depthwise/conv/kernel': (3, 3, 1, 64),
+    'block2/sepconv1/pointwise/conv/kernel': (1, 1, 64, 128),
+    'block2/sepconv1/bn/scale': (128,),
+    'block2/residual/conv/kernel': (1, 1, 64, 128),
+    'block4/residual/conv/kernel': (1, 1, 256, 728),
+    'block8/sepconv3/pointwise/conv/kernel': (1, 1, 728, 728),
+    'block13/sepconv1/pointwise/conv/kernel': (1, 1, 728, 728),
+    'block13/sepconv2/pointwise/conv/kernel': (1, 1, 728, 1024),
+    'block13/residual/conv/kernel': (1, 1, 728, 1024),
+    'block14_sepconv1/depthwise/conv/kernel': (3, 3, 1, 1024),
+    'block14_sepconv2/pointwise/conv/kernel': (1, 1, 1536, 2048),
+    'Logits/kernel': (2048, 1000),
+}
+SHORTCUT_CONVS = {'block2', 'block3', 'block4', 'block13'}
+
+
+@functools.lru_cache(maxsize=None)
+def _params(**options):
+  return models.variable_shapes('xception', **options)['params']
+
+
+@pytest.mark.parametrize('conventions', ['tf', 'torch'])
+def test_endpoint_shapes_at_299(conventions):
+  module = models.create('xception', conventions=conventions)
+  x = jax.ShapeDtypeStruct((2, 299, 299, 3), jnp.float32)
+  variables = models.variable_shapes('xception', conventions=conventions)
+  points = jax.eval_shape(lambda v, im: models.endpoints(module, v, im), variables, x)
+  assert {k: v.shape[1:] for k, v in points.items()} == ENDPOINTS_299
+
+
+@pytest.mark.parametrize('options,count', PARAM_COUNTS, ids=[str(o) for o, _ in PARAM_COUNTS])
+def test_param_count(options, count):
+  assert models.param_count('xception', **options) == count
+
+
+@pytest.mark.parametrize('origin,fields', CONVENTIONS)
+def test_conventions_of_the_references(origin, fields):
+  conv = models.create('xception', conventions=origin).conventions
+  assert conv == resolve('xception', origin)
+  assert {k: getattr(conv, k) for k in fields} == fields
+
+
+@pytest.mark.parametrize('path,shape', SHAPES.items())
+def test_separable_blocks_and_shortcuts(path, shape):
+  node = _params()
+  for key in path.split('/'):
+    node = node[key]
+  assert node.shape == shape
+
+
+def test_shortcut_convs_only_where_the_shape_changes():
+  params = _params()
+  assert {name for name, tree in params.items() if 'residual' in tree} == SHORTCUT_CONVS
+  # Biases only in BN and the classifier; nothing between depthwise and pointwise.
+  biases = [p for p in traverse_util.flatten_dict(params) if p[-1] == 'bias']
+  assert biases and all(p[-2] == 'bn' or p[0] == 'Logits' for p in biases)
+  assert set(params['block7']['sepconv2']) == {'depthwise', 'pointwise', 'bn'}
+
+
+def test_no_aux_tower_train_returns_logits_alone():
+  # Section 4.3: no auxiliary tower; so no aux_logits option, and train mode returns logits.
+  with pytest.raises(TypeError, match='aux_logits'):
+    models.create('xception', aux_logits=True)
+  module = models.create('xception', num_classes=7)
+  x = jax.ShapeDtypeStruct((2, 96, 96, 3), jnp.float32)
+  variables = jax.eval_shape(functools.partial(module.init, train=False), RNGS, x)
+  out, _ = jax.eval_shape(
+      lambda v, im: module.apply(v, im, train=True, mutable=['batch_stats'],
+                                 rngs={'dropout': RNGS['dropout']}), variables, x)
+  assert out.shape == (2, 7)
+
+
+def test_num_classes_zero_returns_pooled_features():
+  params = _params(num_classes=0)
+  assert 'Logits' not in params
+  module = models.create('xception', num_classes=0)
+  x = jax.ShapeDtypeStruct((1, 299, 299, 3), jnp.float32)
+  variables = models.variable_shapes('xception', num_classes=0)
+  out = jax.eval_shape(lambda v, im: module.apply(v, im, train=False), variables, x)
+  assert out.shape == (1, 2048)
+
+
+def test_dropout_default_is_the_papers():
+  # Section 4.3: dropout 0.5 before the logistic regression layer for ImageNet.
+  assert Xception.dropout_rate == 0.5
+
+
+@pytest.mark.parametrize('train', [False, True])
+@pytest.mark.parametrize('conventions', ['tf', 'torch'])
+def test_min_size(conventions, train):
+  n = Xception.min_size
+  assert n == 7  # 7 -> 3 -> 1 through the two VALID stem convs; every later op is padded
+  module = models.create('xception', conventions=conventions, num_classes=3)
+  x = jax.ShapeDtypeStruct((2, n, n, 3), jnp.float32)
+  variables = models.variable_shapes('xception', image_size=n, conventions=conventions,
+                                    num_classes=3)
+  points = jax.eval_shape(
+      lambda v, im: models.endpoints(module, v, im, train=train, rngs={'dropout': RNGS['dropout']}),
+      variables, x)
+  assert points['Logits'].shape == (2, 3)
+  assert all(min(p.shape) >= 1 for p in points.values())  # no empty feature maps on the way
+  for small in ((2, n - 1, n - 1, 3), (2, n, n - 1, 3)):
+    with pytest.raises(ValueError, match=f'at least {n}x{n}'):
+      jax.eval_shape(lambda v, im: module.apply(v, im, train=train, mutable=['batch_stats'],
+                                                rngs={'dropout': RNGS['dropout']}),
+                     variables, jax.ShapeDtypeStruct(small, jnp.float32))
