@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from inception_jax.models import layers
 from inception_jax.models.conventions import TF, Conventions
+from inception_jax.models.inception_v4 import ReductionA
 from inception_jax.models.registry import register
 
 # One conv of a branch: (TF-slim scope, output channels, kernel).
@@ -96,18 +97,7 @@ def _branches(kernels, widths) -> tuple[tuple[Conv, ...], ...]:
                for ks, ws in zip(kernels, widths))
 
 
-class _Block(nn.Module):
-  """Shared fields of the blocks; ``conv(...)`` is a ConvBN bound to them."""
-
-  conventions: Conventions
-  dtype: Any = jnp.float32
-
-  def conv(self, features, kernel, name, strides=1, padding='SAME'):
-    return layers.ConvBN(features, kernel, self.conventions, strides=strides, padding=padding,
-                         dtype=self.dtype, name=name)
-
-
-class ResidualBlock(_Block):
+class ResidualBlock(layers.Block):
   """An Inception-ResNet block: parallel conv branches, a 1x1 up-projection, a scaled residual.
 
   Figures 10/16 (35x35), 11/17 (17x17) and 13/19 (8x8); the scaling is Section 3.3 (Figure 20).
@@ -133,7 +123,7 @@ class ResidualBlock(_Block):
     return nn.relu(x) if self.activate else x
 
 
-class Mixed5b(_Block):
+class Mixed5b(layers.Block):
   """v2's Mixed_5b (TF-slim; not in the paper): 96 + 64 + 96 + 64 = 320 channels at 35x35."""
 
   @nn.compact
@@ -149,25 +139,7 @@ class Mixed5b(_Block):
     return jnp.concatenate([b0, b1, b2, b3], axis=-1)
 
 
-class ReductionA(_Block):
-  """Figure 7, 35x35 -> 17x17: n (3x3/2) | k 1x1, l 3x3, m 3x3/2 | max pool (Table 1's k-n)."""
-
-  k: int = 256
-  l: int = 256
-  m: int = 384
-  n: int = 384
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    b0 = self.conv(self.n, 3, 'Branch_0/Conv2d_1a_3x3', strides=2, padding='VALID')(x, train)
-    b1 = self.conv(self.k, 1, 'Branch_1/Conv2d_0a_1x1')(x, train)
-    b1 = self.conv(self.l, 3, 'Branch_1/Conv2d_0b_3x3')(b1, train)
-    b1 = self.conv(self.m, 3, 'Branch_1/Conv2d_1a_3x3', strides=2, padding='VALID')(b1, train)
-    b2 = layers.max_pool(x, 3, 2, 'VALID', self.conventions)
-    return jnp.concatenate([b0, b1, b2], axis=-1)
-
-
-class ReductionB(_Block):
+class ReductionB(layers.Block):
   """v1 Figure 12 / v2 Figure 18, 17x17 -> 8x8: three conv towers ending 3x3/2, and max pool.
 
   ``widths``: the convs of towers 0 (1x1, 3x3/2), 1 (1x1, 3x3/2) and 2 (1x1, 3x3, 3x3/2).

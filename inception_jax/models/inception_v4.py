@@ -27,18 +27,7 @@ from inception_jax.models.conventions import TF, Conventions
 from inception_jax.models.registry import register
 
 
-class _Block(nn.Module):
-  """Shared fields of the blocks; ``conv(...)`` is a ConvBN bound to them."""
-
-  conventions: Conventions
-  dtype: Any = jnp.float32
-
-  def conv(self, features, kernel, name, strides=1, padding='SAME'):
-    return layers.ConvBN(features, kernel, self.conventions, strides=strides, padding=padding,
-                         dtype=self.dtype, name=name)
-
-
-class StemMixed3a(_Block):
+class StemMixed3a(layers.Block):
   """Figure 3, first filter concatenation: max pool | 96 conv, both 3x3/2 VALID -> 73x73x160."""
 
   @nn.compact
@@ -48,7 +37,7 @@ class StemMixed3a(_Block):
     return jnp.concatenate([b0, b1], axis=-1)
 
 
-class StemMixed4a(_Block):
+class StemMixed4a(layers.Block):
   """Figure 3, second filter concatenation: two towers ending in 3x3 VALID -> 71x71x192.
 
   The 7x7 tower runs 1x7 before 7x1 as released (the figure draws 7x1 first).
@@ -65,7 +54,7 @@ class StemMixed4a(_Block):
     return jnp.concatenate([b0, b1], axis=-1)
 
 
-class StemMixed5a(_Block):
+class StemMixed5a(layers.Block):
   """Figure 3, last filter concatenation: 192 conv | max pool, both 3x3/2 VALID -> 35x35x384.
 
   The figure omits the conv's stride; it is 2, as the 35x35 output requires.
@@ -78,7 +67,7 @@ class StemMixed5a(_Block):
     return jnp.concatenate([b0, b1], axis=-1)
 
 
-class InceptionA(_Block):
+class InceptionA(layers.Block):
   """Figure 4, the 35x35 block: 96 + 96 + 96 + 96 = 384 channels."""
 
   @nn.compact
@@ -94,8 +83,10 @@ class InceptionA(_Block):
     return jnp.concatenate([b0, b1, b2, b3], axis=-1)
 
 
-class ReductionA(_Block):
-  """Figure 7, 35x35 -> 17x17: Table 1's Inception-v4 widths k, l, m, n = 192, 224, 256, 384."""
+class ReductionA(layers.Block):
+  """Figure 7, 35x35 -> 17x17; the paper's three networks share it with Table 1's widths k, l, m,
+  n (Inception-v4: 192, 224, 256, 384; Inception-ResNet-v1: 192, 192, 256, 384; v2: 256, 256, 384,
+  384)."""
 
   k: int = 192
   l: int = 224
@@ -112,7 +103,7 @@ class ReductionA(_Block):
     return jnp.concatenate([b0, b1, b2], axis=-1)
 
 
-class InceptionB(_Block):
+class InceptionB(layers.Block):
   """Figure 5, the 17x17 block: 384 + 256 + 256 + 128 = 1024 channels.
 
   The factorised 7x7 convolutions alternate as released (1x7, 7x1 | 7x1, 1x7, 7x1, 1x7).
@@ -134,7 +125,7 @@ class InceptionB(_Block):
     return jnp.concatenate([b0, b1, b2, b3], axis=-1)
 
 
-class ReductionB(_Block):
+class ReductionB(layers.Block):
   """Figure 8, 17x17 -> 8x8: 192 + 320 + 1024 (pool) = 1536 channels."""
 
   @nn.compact
@@ -149,7 +140,7 @@ class ReductionB(_Block):
     return jnp.concatenate([b0, b1, b2], axis=-1)
 
 
-class InceptionC(_Block):
+class InceptionC(layers.Block):
   """Figure 6, the 8x8 block: 256 + 2x256 + 2x256 + 256 = 1536 channels.
 
   Branches 1 and 2 end in a 1x3 and a 3x1 conv side by side on the same input (the "expanded

@@ -62,6 +62,19 @@ class ConvBN(nn.Module):
     return x
 
 
+class Block(nn.Module):
+  """Base of the Inception blocks: the conventions and compute dtype every conv of a block shares,
+  and ``conv(...)``, a :class:`ConvBN` bound to them."""
+
+  conventions: Conventions
+  dtype: Dtype = jnp.float32
+
+  def conv(self, features: int, kernel: int | Sequence[int], name: str, strides: int = 1,
+           padding: PaddingSpec = 'SAME') -> ConvBN:
+    return ConvBN(features, kernel, self.conventions, strides=strides, padding=padding,
+                  dtype=self.dtype, name=name)
+
+
 def batch_norm(conventions: Conventions, dtype: Dtype, name: str | None = None) -> nn.BatchNorm:
   """BatchNorm with the conventions' epsilon, scale and momentum; statistics kept in float32.
 
