@@ -92,3 +92,14 @@ def test_convbn_parameter_names():
   assert set(v['params']['bn']) == {'bias'}
   v = layers.ConvBN(8, 3, TF, use_bn=False).init(jax.random.PRNGKey(0), jnp.zeros((1, 9, 9, 4)))
   assert set(v['params']) == {'conv'} and 'bias' in v['params']['conv']
+
+
+@pytest.mark.parametrize('conv', [TF, TORCH.replace(pool_ceil=True)], ids=['tf', 'torch-ceil'])
+def test_pooling_is_differentiable(conv):
+  """Training differentiates through the pools: each input pixel gets its share of the gradient."""
+  x = jnp.asarray(_x(9))
+  g = jax.grad(lambda x: layers.max_pool(x, 3, 2, 'SAME', conv).sum())(x)
+  # Each output takes the gradient to exactly one input: the sum counts the outputs.
+  assert float(g.sum()) == np.prod(layers.max_pool(x, 3, 2, 'SAME', conv).shape)
+  g = jax.grad(lambda x: layers.avg_pool(x, 3, 1, 'SAME', conv).sum())(x)
+  assert np.all(np.isfinite(g)) and float(g.min()) > 0

@@ -98,8 +98,8 @@ def max_pool(x: jax.Array, window: int | Sequence[int], strides: int | Sequence[
   """Max pooling over NHWC ``x``; padding realised by ``conventions`` (padded cells are -inf)."""
   window, strides = _pair(window), _pair(strides)
   pads, _ = conventions.pool_padding(x.shape[1:3], window, strides, padding)
-  init = jnp.array(-jnp.inf, x.dtype)
-  return jax.lax.reduce_window(x, init, jax.lax.max, (1, *window, 1), (1, *strides, 1),
+  # A scalar identity lets JAX use its differentiable reduce_window_max.
+  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *window, 1), (1, *strides, 1),
                                [(0, 0), *pads, (0, 0)])
 
 
@@ -115,7 +115,7 @@ def avg_pool(x: jax.Array, window: int | Sequence[int], strides: int | Sequence[
   size = x.shape[1:3]
   pads, counted = conventions.pool_padding(size, window, strides, padding)
   dims, step = (1, *window, 1), (1, *strides, 1)
-  summed = jax.lax.reduce_window(x, jnp.array(0, x.dtype), jax.lax.add, dims, step,
+  summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, step,
                                  [(0, 0), *pads, (0, 0)])
   counts = _window_counts(tuple(size), window, strides, tuple(map(tuple, pads)),
                           tuple(map(tuple, counted)), conventions.avg_pool_include_pad)
