@@ -177,14 +177,30 @@ def load(directory: str, **overrides: Any):
   """Load converted weights. Returns ``(module, variables, meta)``."""
   import orbax.checkpoint as ocp
   directory = os.path.abspath(directory)
+  from flax import traverse_util
+  directory = os.path.abspath(directory)
   meta = load_meta(directory)
-  module = build(meta, **overrides)
   size = models.info(meta['model']).input_size
-  shapes = jax.eval_shape(module.init, {'params': jax.random.PRNGKey(0)},
-                          jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
-  target = {k: shapes[k] for k in ('params', 'batch_stats') if k in shapes}
-  with ocp.StandardCheckpointer() as ckpt:
-    variables = ckpt.restore(os.path.join(directory, 'variables'), target)
+
+  def shapes_of(module):
+    shapes = jax.eval_shape(module.init, {'params': jax.random.PRNGKey(0)},
+                            jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    return {k: shapes[k] for k in ('params', 'batch_stats') if k in shapes}
+
+  with ocp.StandardCheckpointer() as ckpt:  # as saved, then what ``overrides`` keep of it
+    variables = ckpt.restore(os.path.join(directory, 'variables'), shapes_of(build(meta)))
+  module = build(meta, **overrides)
+  if overrides:
+    want = traverse_util.flatten_dict(shapes_of(module))
+    have = traverse_util.flatten_dict(variables)
+    lacking = ['/'.join(k) for k, v in want.items()
+               if k not in have or tuple(have[k].shape) != tuple(v.shape)]
+    if lacking:
+      raise ValueError(f'{directory}: the weights have nothing of the right shape for '
+                       f'{", ".join(lacking[:4])}{" ..." if len(lacking) > 4 else ""} under '
+                       f'{overrides}; to fine-tune for new classes, use '
+                       f'config.init_from={directory} (it initialises the new head)')
+    variables = traverse_util.unflatten_dict({k: have[k] for k in want})
   return module, variables, meta
 
 

@@ -133,10 +133,11 @@ def test_min_size_eval_shape(name):
   assert jax.eval_shape(lambda v, x: model.apply(v, x), variables, x).shape == (2, 5)
 
 
-@pytest.mark.parametrize('name', ALL)
+@pytest.mark.parametrize('name', ['inception_v1', 'xception'])
 def test_bfloat16_train_step_at_min_size_compiles_once(name):
   """Real compute at the minimum size with bfloat16 activations and float32 parameters and
-  BatchNorm statistics, in train mode (aux heads included); repeated calls reuse one compile."""
+  BatchNorm statistics, in train mode (aux heads included); repeated calls reuse one compile.
+  (Every other model's full bfloat16 train step runs in tests/test_train_configs.py.)"""
   size = models.info(name).min_size
   model = models.create(name, num_classes=5, dtype=jnp.bfloat16)
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, size, size, 3)), jnp.float32)

@@ -1,0 +1,95 @@
+"""What ``experiments.train`` and ``experiments.evaluate`` share: the ``--config`` flag."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import sys
+
+from absl import flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
+
+
+def resolve_config_path(argv: list[str]) -> list[str]:
+  """A bare config file name (``--config=v1.py:quick``) names a file of experiments/configs/."""
+  out = []
+  for i, arg in enumerate(argv):
+    if i and argv[i - 1] == '--config':  # "--config FILE" form
+      arg = _resolve(arg)
+    elif arg.startswith('--config='):
+      arg = '--config=' + _resolve(arg[len('--config='):])
+    out.append(arg)
+  return out
+
+
+def _resolve(spec: str) -> str:
+  path, sep, arg = spec.partition(':')
+  if os.sep not in path and not os.path.exists(path):
+    candidate = os.path.join(CONFIG_DIR, path)
+    if os.path.exists(candidate):
+      path = candidate
+  return path + sep + arg
+
+
+def setup_logging(quiet: bool = False) -> None:
+  """Our progress lines on stderr (warnings only when ``quiet``, e.g. on processes other than
+  the first); other libraries (orbax, absl) at their warnings only."""
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', datefmt='%H:%M:%S'))
+  log = logging.getLogger('inception_jax')
+  log.handlers[:] = [handler]
+  log.setLevel(logging.WARNING if quiet else logging.INFO)
+  log.propagate = False
+  if not flags.FLAGS['verbosity'].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+
+
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
+  """absl flag parsing, with an unknown config field reported in one line."""
+  argv = resolve_config_path(argv)
+  try:
+    return flag_values(argv)
+  except (AttributeError, KeyError):  # config_flags: an override of a field that is not there
+    config = _config_alone(argv)
+    for arg in argv:
+      match = re.match(r'--config\.([\w.]+)', arg)
+      missing = match and _missing(config, match.group(1).split('.'))
+      if missing:
+        sys.exit(f'FATAL: --config.{match.group(1)}: the config has no field {missing}')
+    raise
+  except flags.Error as err:
+    sys.exit(f'FATAL flags parsing error: {err}\nPass --helpshort or --helpfull to see help.')
+
+
+def _missing(config, path: list[str]) -> str | None:
+  """The first field of ``path`` that ``config`` lacks, with the nearest existing names."""
+  node = config
+  for depth, key in enumerate(path):
+    if not hasattr(node, 'keys'):
+      return None  # below a leaf: not ours to judge
+    if key not in node:
+      near = difflib.get_close_matches(key, list(node.keys()), n=3)
+      name = '.'.join(path[:depth + 1])
+      return f'{name!r}' + (f' (did you mean {", ".join(near)}?)' if near else '')
+    node = node[key]
+  return None
+
+
+def _config_alone(argv: list[str]):
+  """The config that ``argv`` names, without its overrides."""
+  spec = []
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      spec = [arg]
+    elif arg == '--config' and i + 1 < len(argv):
+      spec = [arg, argv[i + 1]]
+  args = argv[:1] + spec
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, flag_values=values, sys_argv=args)
+  values(args)
+  return values.config

@@ -1,0 +1,190 @@
+"""What every experiment config shares: the fields, their defaults, and the ``:quick`` shrink.
+
+Fields (each can be overridden on the command line, ``--config.optimizer.lr=0.1``; a field that
+does not exist is an error):
+
+* ``model.name``; ``model.options``: ``models.create`` options (``dropout_rate``, ``aux_logits``,
+  ``variant``, a Conventions field such as ``bn_momentum``; unset ones keep the model's default).
+* ``dtype``: compute dtype, ``'float32'`` or ``'bfloat16'`` (parameters, BatchNorm statistics,
+  losses and the optimizer stay in float32).
+* ``data``: ``name`` (``'imagenet2012'``, any TFDS name, ``'imagefolder:PATH'``, ``'digits'``,
+  ``'synthetic'``), ``image_size``, ``train_split``, ``eval_split``, and the preprocessing
+  (:func:`data_fields`).
+* ``batch_size`` (global, over all devices and hosts), ``eval_batch_size``.
+* ``num_epochs``, or ``total_steps`` > 0 to give the length in steps instead.
+* ``optimizer``: ``name`` ('rmsprop' or 'momentum'), ``lr`` at batch ``lr_batch`` (the rate used
+  is ``lr * batch_size / lr_batch``, linear scaling), ``momentum``, ``nesterov``, ``rms_decay``,
+  ``epsilon``, ``decay_rate`` every ``decay_epochs`` (staircase), ``warmup_epochs``,
+  ``min_lr``, ``weight_decay`` (L2 on kernels), ``clip_norm`` (global norm; 0 = none).
+* ``loss``: ``label_smoothing``, ``aux_weight`` (of each auxiliary head).
+* ``ema_decay``: Polyak averaging of the weights (TF's warm-up-aware decay); 0 = none.
+* ``nonfinite``: at a non-finite loss or gradient, ``'stop'`` the run (nothing written after
+  the last good step) or ``'skip'`` that update and count it.
+* ``seed``, ``log_every_steps``, ``eval_every_epochs``, ``checkpoint_every_steps``,
+  ``keep_checkpoints``, ``keep_best_checkpoints``, ``tensorboard``, ``init_from`` (a converted-
+  weights directory to fine-tune from, ``python -m inception_jax.convert``).
+
+Where a paper is silent, the configs follow TF-slim's ``train_image_classifier.py`` and its
+``nets/*`` arg scopes, and say so.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+# ImageNet-1k (ILSVRC-2012): the papers' dataset. The input pipeline for it is registered in
+# inception_jax.data under this name.
+IMAGENET = 'imagenet2012'
+
+
+def base(model: str, image_size: int) -> ml_collections.ConfigDict:
+  """Defaults shared by the paper configs; each config then sets its recipe."""
+  c = ml_collections.ConfigDict()
+  c.model = ml_collections.ConfigDict()
+  c.model.name = model
+  c.model.options = ml_collections.ConfigDict()
+  c.model.options.dropout_rate = config_dict.placeholder(float)
+  c.model.options.bn_momentum = config_dict.placeholder(float)
+  c.dtype = 'bfloat16'
+
+  c.data = data_fields(IMAGENET, image_size)
+
+  # The papers trained asynchronous replicas at 32 images per update and give no synchronous
+  # batch; 1024 is a common batch for 8 accelerators.
+  c.batch_size = 1024
+  c.eval_batch_size = 1024
+  c.num_epochs = 100.0
+  c.total_steps = 0
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'rmsprop'
+  c.optimizer.lr = 0.045
+  c.optimizer.lr_batch = 32
+  c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = False
+  c.optimizer.rms_decay = 0.9
+  c.optimizer.epsilon = 1.0
+  c.optimizer.decay_rate = 0.94
+  c.optimizer.decay_epochs = 2.0
+  c.optimizer.warmup_epochs = 0.0  # TF-slim has no warm-up
+  c.optimizer.min_lr = 0.0
+  c.optimizer.weight_decay = 4e-5
+  c.optimizer.clip_norm = 0.0
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.label_smoothing = 0.0
+  c.loss.aux_weight = 0.4  # TF-slim's weight of the v3 aux head
+
+  c.ema_decay = 0.9999
+  c.nonfinite = 'stop'  # at a NaN/Inf loss or gradient: 'stop', or 'skip' the update (counted)
+  c.seed = 0
+  c.log_every_steps = 100
+  c.eval_every_epochs = 1.0
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  c.keep_best_checkpoints = 1
+  c.tensorboard = True
+  c.init_from = ''
+  return c
+
+
+def data_fields(name: str, image_size: int) -> ml_collections.ConfigDict:
+  """``config.data``: the dataset and TF-slim's ``inception_preprocessing``, knob by knob.
+
+  Preprocessing (TFDS datasets and image folders; :mod:`inception_jax.data.preprocess`):
+
+  * train: a distorted bounding-box crop (``crop_*``: area fraction ``crop_area_min`` to
+    ``crop_area_max``, aspect ``crop_aspect_min`` to ``crop_aspect_max``, covering at least
+    ``crop_min_object_covered`` of the dataset's boxes when ``use_bboxes`` and it has them,
+    ``crop_max_attempts`` tries, else the whole image), decoded from the JPEG window alone;
+    a resize to ``image_size`` (``train_interpolation``, or a random method with
+    ``random_interpolation``); a random left-right ``flip``; ``color_distortion`` ``'none'``,
+    ``'fast'`` (TF-slim's default: brightness and saturation) or ``'full'`` (also hue and
+    contrast, in random order);
+  * eval: ``eval_resize='crop_then_resize'`` (TF-slim: the central ``eval_crop_fraction``, then
+    a resize to ``image_size``) or ``'resize_then_crop'`` (timm and torchvision: the shorter side
+    to ``eval_resize_size``, default ``image_size / eval_crop_fraction``, then the central
+    square), with ``eval_interpolation`` and ``eval_antialias``;
+  * both: ``normalization`` ``'inception'`` ([-1, 1]) or the input convention of converted
+    weights (``'imagenet'``, ``'caffe_bgr'``, ``'facenet'``); ``pp_train``/``pp_eval`` replace the
+    whole pipeline by an op string (``'inception_crop|resize(299)|flip_lr|value_range(-1, 1)'``).
+
+  Sources: ``data_dir`` (TFDS's data dir, empty: ``~/tensorflow_datasets``), ``manual_dir``
+  (empty: ``DATA_DIR/downloads/manual``, where ImageNet's tars go), ``download`` (let TFDS
+  download and prepare a dataset that allows it), ``holdout_fraction`` (an image folder without
+  ``val/``), ``threads`` (tf.data threads, 0 = automatic), ``augment`` (digits only: random
+  shifts, in 8x8 pixels), ``synthetic_*`` (the synthetic dataset's sizes).
+  """
+  d = ml_collections.ConfigDict()
+  d.name = name
+  d.image_size = image_size
+  d.train_split = 'train'
+  d.eval_split = 'validation'
+  d.data_dir = ''
+  d.manual_dir = ''
+  d.download = False
+  d.holdout_fraction = 0.1
+  d.threads = 0
+  d.use_bboxes = True
+  d.crop_area_min = 0.05  # TF-slim; GoogLeNet's recipe takes 8% (v1.py)
+  d.crop_area_max = 1.0
+  d.crop_aspect_min = 3 / 4
+  d.crop_aspect_max = 4 / 3
+  d.crop_min_object_covered = 0.1
+  d.crop_max_attempts = 100
+  d.train_interpolation = 'bilinear'
+  d.random_interpolation = False
+  d.flip = True
+  d.color_distortion = 'fast'
+  d.normalization = 'inception'
+  d.eval_crop_fraction = 0.875
+  d.eval_resize = 'crop_then_resize'
+  d.eval_resize_size = 0
+  d.eval_interpolation = 'bilinear'
+  d.eval_antialias = False
+  d.pp_train = ''
+  d.pp_eval = ''
+  d.augment = 0.0
+  d.synthetic_classes = 1000
+  d.synthetic_train_examples = 1_281_167
+  d.synthetic_eval_examples = 50_000
+  return d
+
+
+def quick(c: ml_collections.ConfigDict, *, image_size: int, num_epochs: float, lr: float,
+          batch_size: int = 64) -> ml_collections.ConfigDict:
+  """The same model and recipe family on scikit-learn's digits, for a CPU in minutes.
+
+  Kept: the optimizer and its hyper-parameters, the staircase decay (in epochs of the small
+  set), label smoothing, aux weights and weight EMA. Changed: the data (10 classes, 1,438
+  training images upsampled to ``image_size``), the length, the learning rate (``lr`` at this
+  batch), float32 compute (bfloat16 is slow on CPUs), and BatchNorm's running averages, which
+  decay at 0.9 so that they settle within the few hundred steps of the run (TF-slim's 0.9997
+  needs thousands).
+  """
+  c.dtype = 'float32'
+  c.data.name = 'digits'
+  c.data.image_size = image_size
+  c.data.train_split = 'train'
+  c.data.eval_split = 'test'
+  c.data.augment = 1.0  # random shifts of up to one 8x8 pixel
+  c.batch_size = batch_size
+  c.eval_batch_size = 128
+  c.num_epochs = num_epochs
+  c.optimizer.lr = lr
+  c.optimizer.lr_batch = batch_size
+  c.model.options.bn_momentum = 0.9
+  c.log_every_steps = 20
+  c.eval_every_epochs = 5.0
+  c.checkpoint_every_steps = 200
+  return c
+
+
+def parse_arg(arg: str | None) -> bool:
+  """``get_config``'s argument: None for the paper recipe, ``'quick'`` for the CPU version."""
+  if arg in (None, ''):
+    return False
+  if arg == 'quick':
+    return True
+  raise ValueError(f'unknown config argument {arg!r}; the configs take none or ":quick"')

@@ -1,0 +1,32 @@
+r"""Inception v3 on ImageNet: Szegedy et al. 2015, "Rethinking the Inception Architecture".
+
+Recipe, Section 8 ("Training Methodology"): RMSProp with decay 0.9 and epsilon 1.0 (TensorFlow's:
+inside the square root; momentum 0.9 as TF-slim's ``rmsprop_momentum``), learning rate 0.045
+decayed every two epochs by 0.94, gradient clipping at 2.0, evaluation with a running average of
+the parameters (EMA 0.9999); 50 replicas at batch 32 for 100 epochs. Section 7: label smoothing
+0.1. The auxiliary head's loss weighs 0.4 and the L2 weight decay is 4e-5 on kernels (TF-slim's
+``train_image_classifier.py`` and ``inception_v3_arg_scope``; the paper gives neither). Rate
+used: ``0.045 * batch_size / 32`` (linear scaling from the paper's per-update batch), 1.44 at the
+default batch of 1024. The Cloud TPU reference trains synchronously with about half that per
+image (``0.165 * batch_size / 256``); warm up with ``--config.optimizer.warmup_epochs`` if needed.
+
+Published (single crop, ImageNet val, ../shared/REFERENCE.md): paper 78.8 / 94.4 top-1/top-5
+(Table 3, 21.2% / 5.6% error); TF-slim 78.0 / 93.9; Keras 77.9 / 93.7.
+
+    python -m experiments.train --config=v3.py --workdir=workdirs/v3
+
+Quick version, digits on a CPU: ``--config=v3.py:quick``.
+"""
+
+from experiments.configs import common
+
+
+def get_config(arg=None):
+  c = common.base('inception_v3', image_size=299)
+  c.model.options.aux_logits = True
+  c.optimizer.clip_norm = 2.0
+  c.loss.label_smoothing = 0.1
+  c.loss.aux_weight = 0.4
+  if common.parse_arg(arg):
+    common.quick(c, image_size=75, num_epochs=8, lr=0.09)
+  return c

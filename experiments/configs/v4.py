@@ -1,0 +1,29 @@
+r"""Inception-v4 on ImageNet: Szegedy et al. 2016, "Inception-v4, Inception-ResNet and the Impact
+of Residual Connections".
+
+Recipe, Section 5 ("Training Methodology"): RMSProp with decay 0.9 and epsilon 1.0 (TensorFlow's,
+momentum 0.9), learning rate 0.045 decayed every two epochs by 0.94, evaluation with a running
+average of the parameters (EMA 0.9999); 20 replicas. From Inception v3's recipe, which the paper
+builds on: gradient clipping at 2.0 and label smoothing 0.1. The paper is silent on the batch
+(TF-slim's 32 per replica), the weight decay (TF-slim's 4e-5 on kernels) and the length (100
+epochs, as v3). No auxiliary head. Rate used: ``0.045 * batch_size / 32`` (linear scaling), 1.44
+at the default batch of 1024.
+
+Published (single crop, ImageNet val, ../shared/REFERENCE.md): TF-slim 80.2 / 95.2 top-1/top-5;
+timm 80.14 / 94.98; paper Table 2, 20.0% / 5.0% error.
+
+    python -m experiments.train --config=v4.py --workdir=workdirs/v4
+
+Quick version, digits on a CPU: ``--config=v4.py:quick``.
+"""
+
+from experiments.configs import common
+
+
+def get_config(arg=None):
+  c = common.base('inception_v4', image_size=299)
+  c.optimizer.clip_norm = 2.0
+  c.loss.label_smoothing = 0.1
+  if common.parse_arg(arg):
+    common.quick(c, image_size=75, num_epochs=6, lr=0.09)
+  return c

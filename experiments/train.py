@@ -1,0 +1,59 @@
+r"""Train a config and evaluate it; the loop is ``inception_jax.train.train_and_evaluate``.
+
+    python -m experiments.train --config=v1.py:quick --workdir=workdirs/v1_quick
+    python -m experiments.train --config=v3.py --workdir=workdirs/v3 --config.batch_size=512
+
+A bare config file name resolves in experiments/configs/. Relaunching the same command resumes
+from the latest checkpoint in the workdir (after a kill, SIGTERM or a crash). ``--distributed``
+calls ``jax.distributed.initialize()`` first, for several processes or hosts (each feeds its own
+share of the batch); two processes on one CPU machine:
+
+    for i in 0 1; do XLA_FLAGS=--xla_force_host_platform_device_count=2 \
+      python -m experiments.train --config=v1.py:quick --workdir=workdirs/v1_2proc --distributed \
+      --coordinator_address=localhost:12355 --num_processes=2 --process_id=$i & done; wait
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'config file (FILE[:ARG])',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'directory for checkpoints, metrics and results')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'call jax.distributed.initialize() first: several processes train '
+    'together, each feeding its share of the global batch (on TPU pods and SLURM/Kubernetes '
+    'clusters the arguments below are detected)')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'with --distributed: host:port of process 0')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'with --distributed')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'with --distributed')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.setup_logging()
+  import jax
+  if _DISTRIBUTED.value:
+    from inception_jax import mesh
+    mesh.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if jax.process_index():
+      cli.setup_logging(quiet=True)
+  from inception_jax import train
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except ValueError as err:  # a config that cannot run: one line, no traceback
+    if str(err).startswith('config.'):
+      sys.exit(f'FATAL: {err}')
+    raise
+  except FloatingPointError as err:  # a non-finite loss: the step, and what was kept
+    sys.exit(f'FATAL: {err}')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=cli.parse_flags)

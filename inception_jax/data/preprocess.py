@@ -1,0 +1,464 @@
+"""Preprocessing ops, registered by name and composed from a string (big_vision's ``pp``).
+
+    fn = preprocess.parse('inception_crop(area_min=0.08)|resize(224)|flip_lr|value_range(-1, 1)')
+    out = fn({'image': jpeg_bytes, 'label': 3, 'rng': [seed, position]})
+
+An op is a factory registered with :func:`register`: ``op(*args, **kwargs)`` returns a function of
+a feature dict to a feature dict, written with TensorFlow ops only, so that the same function runs
+eagerly and inside ``tf.data.Dataset.map`` and gives the same result in both. Features:
+
+* ``'image'``: encoded bytes (JPEG, PNG, GIF, BMP), then ``uint8 [h, w, 3]`` once decoded, then
+  ``float32`` on the 0..255 scale after a resize, until ``value_range``/``normalize`` map it to the
+  model's input range.
+* ``'rng'``: ``int [2]``, the seed of the random ops. Each random op folds in a constant of its own
+  and uses TensorFlow's stateless random ops, so the result is a function of the seed alone (the
+  pipelines set it from ``(seed, step, example position)``), never of iteration history.
+* ``'bbox'`` (optional): ``float32 [n, 4]`` object boxes, ``(ymin, xmin, ymax, xmax)`` in [0, 1],
+  the boxes ``inception_crop`` must overlap.
+
+The ops reproduce TF-slim's ``inception_preprocessing`` (``preprocess_for_train`` /
+``preprocess_for_eval``), with the crop done by ``tf.image.decode_and_crop_jpeg`` so that only the
+crop of a JPEG is decoded (Cloud TPU's reference pipelines do the same); :func:`train_spec` and
+:func:`eval_spec` build the pipelines from the ``config.data`` fields.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import math
+import zlib
+from typing import Any, Callable, Sequence
+
+import tensorflow as tf
+
+Features = dict[str, Any]
+Op = Callable[[Features], Features]
+
+_OPS: dict[str, Callable[..., Op]] = {}
+
+
+def register(name: str):
+  """Decorator: registers an op factory under ``name``."""
+  def wrap(factory):
+    if name in _OPS:
+      raise ValueError(f'preprocessing op {name!r} registered twice')
+    _OPS[name] = factory
+    return factory
+  return wrap
+
+
+def names() -> list[str]:
+  return sorted(_OPS)
+
+
+def get(name: str, *args, **kwargs) -> Op:
+  if name not in _OPS:
+    raise ValueError(f'unknown preprocessing op {name!r}; known: {", ".join(names())}')
+  return _OPS[name](*args, **kwargs)
+
+
+def _parse_one(text: str) -> Op:
+  """``'name'`` or ``'name(literal, ..., key=literal)'`` -> the op."""
+  try:
+    node = ast.parse(text.strip(), mode='eval').body
+  except SyntaxError:
+    raise ValueError(f'cannot parse preprocessing op {text!r}') from None
+  if isinstance(node, ast.Name):
+    return get(node.id)
+  if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+    raise ValueError(f'cannot parse preprocessing op {text!r}: expected name(args)')
+  try:
+    args = [ast.literal_eval(a) for a in node.args]
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+  except ValueError:
+    raise ValueError(f'preprocessing op {text!r}: arguments must be literals') from None
+  return get(node.func.id, *args, **kwargs)
+
+
+def parse(spec: str | Sequence[str | Op]) -> Op:
+  """A pipeline from ``'op|op(args)|...'`` or a list of such strings and op functions."""
+  parts = spec.split('|') if isinstance(spec, str) else list(spec)
+  ops = [_parse_one(p) if isinstance(p, str) else p for p in parts if not (
+      isinstance(p, str) and not p.strip())]
+
+  def pipeline(features: Features) -> Features:
+    features = dict(features)
+    for op in ops:
+      features = op(features)
+    return features
+  return pipeline
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def _op_seed(features: Features, name: str) -> tf.Tensor:
+  """The seed of op ``name``: the example's seed with a constant of the op folded in."""
+  if 'rng' not in features:
+    raise ValueError(f'preprocessing op {name!r} is random and needs an "rng" feature')
+  rng = tf.cast(tf.convert_to_tensor(features['rng']), tf.int64)
+  return tf.random.experimental.stateless_fold_in(rng, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def _is_encoded(image) -> bool:
+  return tf.convert_to_tensor(image).dtype == tf.string
+
+
+def _decode(data: tf.Tensor) -> tf.Tensor:
+  """Any supported format -> ``uint8 [h, w, 3]`` (grey and RGBA images become RGB)."""
+  image = tf.io.decode_image(data, channels=3, expand_animations=False)
+  image.set_shape([None, None, 3])
+  return image
+
+
+def _decode_window(data: tf.Tensor, window_fn: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+  """Decodes only the window ``window_fn(shape) = [y, x, h, w]`` of encoded ``data``: a JPEG with
+  ``decode_and_crop_jpeg`` (the rest of it is never decoded), other formats whole, then sliced."""
+  def jpeg():
+    window = window_fn(tf.image.extract_jpeg_shape(data))
+    return tf.image.decode_and_crop_jpeg(data, window, channels=3)
+
+  def other():
+    image = _decode(data)
+    y, x, h, w = tf.unstack(window_fn(tf.shape(image)))
+    return image[y:y + h, x:x + w]
+
+  image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+  image.set_shape([None, None, 3])
+  return image
+
+
+def _window_op(features: Features, window_fn) -> Features:
+  """Crops ``features['image']`` (encoded or decoded) to ``window_fn(shape)``."""
+  image = features['image']
+  if _is_encoded(image):
+    image = _decode_window(tf.convert_to_tensor(image), window_fn)
+  else:
+    image = tf.convert_to_tensor(image)
+    y, x, h, w = tf.unstack(window_fn(tf.shape(image)))
+    image = image[y:y + h, x:x + w]
+  return {**features, 'image': image}
+
+
+def _decoded(features: Features) -> tf.Tensor:
+  image = tf.convert_to_tensor(features['image'])
+  return _decode(image) if image.dtype == tf.string else image
+
+
+_METHODS = {
+    'bilinear': tf.image.ResizeMethod.BILINEAR,
+    'nearest': tf.image.ResizeMethod.NEAREST_NEIGHBOR,
+    'bicubic': tf.image.ResizeMethod.BICUBIC,
+    'area': tf.image.ResizeMethod.AREA,
+    'lanczos3': tf.image.ResizeMethod.LANCZOS3,
+    'lanczos5': tf.image.ResizeMethod.LANCZOS5,
+    'gaussian': tf.image.ResizeMethod.GAUSSIAN,
+    'mitchellcubic': tf.image.ResizeMethod.MITCHELLCUBIC,
+}
+# TF-slim resized with TF1's resize_images (align_corners=False, no half-pixel centres): 'tf1_*'.
+_TF1 = {'tf1_bilinear': tf.raw_ops.ResizeBilinear, 'tf1_bicubic': tf.raw_ops.ResizeBicubic,
+        'tf1_nearest': tf.raw_ops.ResizeNearestNeighbor, 'tf1_area': tf.raw_ops.ResizeArea}
+METHODS = tuple(_METHODS) + tuple(_TF1)
+# TF-slim's random resize (fast_mode=False) picks one of these, ResizeMethod's first four.
+RANDOM_METHODS = ('bilinear', 'nearest', 'bicubic', 'area')
+
+
+def _size2(size) -> tuple[int, int]:
+  return (int(size), int(size)) if isinstance(size, (int, float)) else tuple(map(int, size))
+
+
+def _resize(image: tf.Tensor, size: tuple[int, int], method: str, antialias: bool) -> tf.Tensor:
+  """``float32 [h, w, 3]`` on the input's value scale."""
+  # The resize kernels read uint8 directly: no float copy of the (larger) input.
+  if method in _TF1:
+    out = _TF1[method](images=image[None], size=size, align_corners=False)[0]
+  elif method in _METHODS:
+    out = tf.image.resize(image, size, method=_METHODS[method], antialias=antialias)
+  else:
+    raise ValueError(f'unknown interpolation {method!r}; choose one of {", ".join(METHODS)}')
+  return tf.cast(out, tf.float32)
+
+
+# ------------------------------------------------------------------------------------ the ops
+
+@register('decode')
+def decode() -> Op:
+  """Encoded image -> ``uint8 [h, w, 3]`` (a decoded image passes through)."""
+  return lambda features: {**features, 'image': _decoded(features)}
+
+
+@register('inception_crop')
+def inception_crop(area_min: float = 0.05, area_max: float = 1.0, aspect_min: float = 3 / 4,
+                   aspect_max: float = 4 / 3, min_object_covered: float = 0.1,
+                   max_attempts: int = 100, use_bbox: bool = True) -> Op:
+  """TF-slim's ``distorted_bounding_box_crop``: a random crop of ``area_min``..``area_max`` of
+  the image area and aspect ratio (width / height) ``aspect_min``..``aspect_max``, covering at
+  least ``min_object_covered`` of one of the ``'bbox'`` boxes (the whole image when the example has
+  none, so that with no boxes the crop covers at least that fraction of the image, as in slim);
+  the whole image when ``max_attempts`` draws all fail. On encoded input only the crop is decoded.
+  """
+  def op(features):
+    seed = _op_seed(features, 'inception_crop')
+    if use_bbox and 'bbox' in features:
+      boxes = tf.reshape(tf.cast(features['bbox'], tf.float32), [1, -1, 4])
+    else:
+      boxes = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
+
+    def window(shape):
+      begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+          shape, bounding_boxes=boxes, seed=seed, min_object_covered=min_object_covered,
+          aspect_ratio_range=(aspect_min, aspect_max), area_range=(area_min, area_max),
+          max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
+      return tf.stack([begin[0], begin[1], size[0], size[1]])
+    return _window_op(features, window)
+  return op
+
+
+@register('central_crop')
+def central_crop(fraction: float = 0.875) -> Op:
+  """``tf.image.central_crop``: the central ``fraction`` of each side (TF-slim's eval crop,
+  before the resize, which then changes the aspect ratio); on a JPEG only the crop is decoded."""
+  def window(shape):
+    h, w = shape[0], shape[1]
+    y = tf.cast((tf.cast(h, tf.float64) * (1.0 - fraction)) / 2, tf.int32)
+    x = tf.cast((tf.cast(w, tf.float64) * (1.0 - fraction)) / 2, tf.int32)
+    return tf.stack([y, x, tf.cast(h, tf.int32) - 2 * y, tf.cast(w, tf.int32) - 2 * x])
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f'central_crop: fraction {fraction} not in (0, 1]')
+  return lambda features: _window_op(features, window)
+
+
+@register('resize')
+def resize(size, method: str = 'bilinear', antialias: bool = False) -> Op:
+  """To ``size`` (an int for a square, or ``(height, width)``), aspect ratio not kept (TF-slim)."""
+  size = _size2(size)
+  _resize(tf.zeros([2, 2, 3]), (1, 1), method, antialias)  # rejects an unknown method now
+  return lambda f: {**f, 'image': _resize(_decoded(f), size, method, antialias)}
+
+
+@register('random_resize')
+def random_resize(size, antialias: bool = False) -> Op:
+  """TF-slim's training resize with ``fast_mode=False``: one of bilinear, nearest, bicubic and
+  area, drawn uniformly per example."""
+  size = _size2(size)
+
+  def op(features):
+    image = _decoded(features)
+    pick = tf.random.stateless_uniform([], _op_seed(features, 'random_resize'), 0,
+                                       len(RANDOM_METHODS), dtype=tf.int32)
+    branches = [functools.partial(_resize, image, size, m, antialias) for m in RANDOM_METHODS]
+    out = tf.switch_case(pick, branches)
+    out.set_shape([*size, 3])
+    return {**features, 'image': out}
+  return op
+
+
+def _shorter_side_size(h, w, size: int):
+  """torchvision's ``Resize(int)``: the shorter side to ``size``, the longer side truncated."""
+  h, w = tf.cast(h, tf.float64), tf.cast(w, tf.float64)
+  short, long_ = tf.minimum(h, w), tf.maximum(h, w)
+  new_long = tf.cast(tf.math.floor(size * long_ / short), tf.int32)
+  new_h = tf.where(h <= w, size, new_long)
+  new_w = tf.where(h <= w, new_long, size)
+  return tf.stack([new_h, new_w])
+
+
+@register('resize_shorter')
+def resize_shorter(size: int, method: str = 'bilinear', antialias: bool = False) -> Op:
+  """The shorter side to ``size``, aspect ratio kept (timm's and torchvision's eval resize)."""
+  _resize(tf.zeros([2, 2, 3]), (1, 1), method, antialias)
+
+  def op(features):
+    image = _decoded(features)
+    shape = tf.shape(image)
+    return {**features, 'image': _resize(image, _shorter_side_size(shape[0], shape[1], size),
+                                         method, antialias)}
+  return op
+
+
+@register('center_crop')
+def center_crop(size) -> Op:
+  """The central ``size`` window (torchvision's ``CenterCrop``: offsets rounded)."""
+  ch, cw = _size2(size)
+
+  def window(shape):
+    y = tf.cast(tf.round(tf.cast(shape[0] - ch, tf.float64) / 2), tf.int32)
+    x = tf.cast(tf.round(tf.cast(shape[1] - cw, tf.float64) / 2), tf.int32)
+    return tf.stack([y, x, ch, cw])
+
+  def op(features):
+    out = _window_op(features, window)['image']
+    out.set_shape([ch, cw, 3])
+    return {**features, 'image': out}
+  return op
+
+
+@register('flip_lr')
+def flip_lr() -> Op:
+  """Random horizontal flip, probability 1/2."""
+  def op(features):
+    return {**features, 'image': tf.image.stateless_random_flip_left_right(
+        _decoded(features), _op_seed(features, 'flip_lr'))}
+  return op
+
+
+# On the 0..255 scale: saturation, hue and contrast do not depend on it, brightness's +-32/255 of
+# TF-slim's [0, 1] pixels is +-32 here (no rescaling passes over the image).
+_BRIGHTNESS, _SATURATION, _HUE, _CONTRAST = 32.0, (0.5, 1.5), 0.2, (0.5, 1.5)
+# TF-slim's distort_color: the four orderings of fast_mode=False; fast_mode uses the first two
+# ops of ordering 0.
+_ORDERINGS = (('brightness', 'saturation', 'hue', 'contrast'),
+              ('saturation', 'brightness', 'contrast', 'hue'),
+              ('contrast', 'hue', 'brightness', 'saturation'),
+              ('hue', 'saturation', 'contrast', 'brightness'))
+
+
+def _colour(name: str, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  seed = tf.random.experimental.stateless_fold_in(seed, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+  if name == 'brightness':
+    return tf.image.stateless_random_brightness(image, _BRIGHTNESS, seed)
+  if name == 'saturation':
+    return tf.image.stateless_random_saturation(image, *_SATURATION, seed)
+  if name == 'hue':
+    return tf.image.stateless_random_hue(image, _HUE, seed)
+  return tf.image.stateless_random_contrast(image, *_CONTRAST, seed)
+
+
+@register('color_distort')
+def color_distort(mode: str = 'full') -> Op:
+  """TF-slim's ``distort_color`` (which works on [0, 1] pixels; here the same on 0..255),
+  clipped to the pixel range after: ``'fast'`` (slim's default ``fast_mode=True``: brightness
+  +-32/255 then saturation 0.5-1.5) or ``'full'`` (brightness, saturation, hue +-0.2 and contrast
+  0.5-1.5, in one of four orders drawn per example)."""
+  if mode not in ('fast', 'full'):
+    raise ValueError(f"color_distort: mode {mode!r}; choose 'fast' or 'full'")
+
+  def op(features):
+    seed = _op_seed(features, 'color_distort')
+    image = tf.cast(_decoded(features), tf.float32)
+    if mode == 'fast':
+      for name in _ORDERINGS[0][:2]:
+        image = _colour(name, image, seed)
+    else:
+      def apply(order, x=image):
+        for name in order:
+          x = _colour(name, x, seed)
+        return x
+      pick = tf.random.stateless_uniform([], seed, 0, len(_ORDERINGS), dtype=tf.int32)
+      image = tf.switch_case(pick, [functools.partial(apply, o) for o in _ORDERINGS])
+    return {**features, 'image': tf.clip_by_value(image, 0.0, 255.0)}
+  return op
+
+
+@register('value_range')
+def value_range(vmin: float = -1.0, vmax: float = 1.0, in_min: float = 0.0,
+                in_max: float = 255.0) -> Op:
+  """Linear map of ``[in_min, in_max]`` to ``[vmin, vmax]`` as float32 (Inception's [-1, 1])."""
+  scale = (vmax - vmin) / (in_max - in_min)
+  return lambda f: {**f, 'image': tf.cast(_decoded(f), tf.float32) * scale + (
+      vmin - in_min * scale)}
+
+
+@register('normalize')
+def normalize(mean: Sequence[float], std: Sequence[float], scale: float = 1.0,
+              bgr: bool = False) -> Op:
+  """The input convention of converted weights (``inception_jax.pretrained``): pixels to
+  ``[0, scale]``, optionally reordered to BGR, then ``(x - mean) / std``."""
+  mean = tf.constant(mean, tf.float32)
+  std = tf.constant(std, tf.float32)
+
+  def op(features):
+    x = tf.cast(_decoded(features), tf.float32) * (scale / 255.0)
+    if bgr:
+      x = x[..., ::-1]
+    return {**features, 'image': (x - mean) / std}
+  return op
+
+
+@register('keep')
+def keep(*keys: str) -> Op:
+  return lambda f: {k: f[k] for k in keys}
+
+
+# ----------------------------------------------------------------------- pipelines of a config
+
+# The input conventions of ``inception_jax.pretrained`` (``config.data.normalization``).
+NORMALIZATIONS = ('inception', 'imagenet', 'caffe_bgr', 'facenet')
+
+
+def _normalization(name: str) -> str:
+  if name == 'inception':
+    return 'value_range(-1, 1)'
+  if name not in NORMALIZATIONS:
+    raise ValueError(f'config.data.normalization={name!r}; choose one of '
+                     f'{", ".join(NORMALIZATIONS)}')
+  from inception_jax import pretrained
+  p = getattr(pretrained, name.upper())
+  return (f'normalize({tuple(p["mean"])}, {tuple(p["std"])}, scale={p["scale"]}, '
+          f'bgr={p["bgr"]})')
+
+
+def _get(config, field, default):
+  value = config.get(field, default) if hasattr(config, 'get') else getattr(config, field, default)
+  return default if value is None else value
+
+
+def train_spec(config) -> str:
+  """The training pipeline of ``config.data`` (``pp_train`` when set, else built from the
+  fields): TF-slim's ``preprocess_for_train``."""
+  if _get(config, 'pp_train', ''):
+    return config.pp_train
+  size = int(config.image_size)
+  ops = [f'inception_crop(area_min={_get(config, "crop_area_min", 0.05)}, '
+         f'area_max={_get(config, "crop_area_max", 1.0)}, '
+         f'aspect_min={_get(config, "crop_aspect_min", 3 / 4)}, '
+         f'aspect_max={_get(config, "crop_aspect_max", 4 / 3)}, '
+         f'min_object_covered={_get(config, "crop_min_object_covered", 0.1)}, '
+         f'max_attempts={_get(config, "crop_max_attempts", 100)}, '
+         f'use_bbox={bool(_get(config, "use_bboxes", True))})']
+  if _get(config, 'random_interpolation', False):
+    ops.append(f'random_resize({size})')
+  else:
+    ops.append(f'resize({size}, {_get(config, "train_interpolation", "bilinear")!r})')
+  if _get(config, 'flip', True):
+    ops.append('flip_lr')
+  colour = _get(config, 'color_distortion', 'none')
+  if colour not in ('none', 'fast', 'full'):
+    raise ValueError(f"config.data.color_distortion={colour!r}; choose 'none', 'fast' or 'full'")
+  if colour != 'none':
+    ops.append(f'color_distort({colour!r})')
+  ops.append(_normalization(_get(config, 'normalization', 'inception')))
+  return '|'.join(ops)
+
+
+EVAL_RESIZES = ('crop_then_resize', 'resize_then_crop')
+
+
+def eval_spec(config) -> str:
+  """The eval pipeline of ``config.data`` (``pp_eval`` when set, else from the fields).
+
+  ``eval_resize='crop_then_resize'`` (TF-slim): the central ``eval_crop_fraction`` of each side,
+  resized to ``image_size``. ``'resize_then_crop'`` (timm, torchvision): the shorter side resized
+  to ``eval_resize_size`` (default ``floor(image_size / eval_crop_fraction)``, timm's rule), then
+  the central ``image_size`` square.
+  """
+  if _get(config, 'pp_eval', ''):
+    return config.pp_eval
+  size = int(config.image_size)
+  fraction = float(_get(config, 'eval_crop_fraction', 0.875))
+  method = _get(config, 'eval_interpolation', 'bilinear')
+  antialias = bool(_get(config, 'eval_antialias', False))
+  mode = _get(config, 'eval_resize', 'crop_then_resize')
+  if mode == 'crop_then_resize':
+    ops = [f'central_crop({fraction})', f'resize({size}, {method!r}, antialias={antialias})']
+  elif mode == 'resize_then_crop':
+    shorter = int(_get(config, 'eval_resize_size', 0)) or int(math.floor(size / fraction))
+    if shorter < size:
+      raise ValueError(f'config.data.eval_resize_size={shorter} is below config.data.image_size='
+                       f'{size}: the centre crop would not fit')
+    ops = ['decode', f'resize_shorter({shorter}, {method!r}, antialias={antialias})',
+           f'center_crop({size})']
+  else:
+    raise ValueError(f'config.data.eval_resize={mode!r}; choose one of {", ".join(EVAL_RESIZES)}')
+  ops.append(_normalization(_get(config, 'normalization', 'inception')))
+  return '|'.join(ops)

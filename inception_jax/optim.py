@@ -1,0 +1,98 @@
+"""Optimizers, learning-rate schedules and durations of the papers' recipes.
+
+Every recipe of the family is one of two optimizers behind a staircase exponential decay:
+
+* ``'rmsprop'``, TensorFlow's RMSProp (Inception v3 Section 8, Inception-v4 Section 5, TF-slim's
+  ``train_image_classifier.py``): ``ms = decay * ms + (1 - decay) * g**2``,
+  ``mom = momentum * mom + lr * g / sqrt(ms + epsilon)``, ``w -= mom``. TF1's
+  ``RMSPropOptimizer`` initialises ``ms`` to ones (``tensorflow/python/training/rmsprop.py``,
+  ``_create_slots``: ``init_ops.ones_initializer``), hence ``initial_scale=1.0``; epsilon is
+  inside the square root, and the learning rate is applied before the momentum, as in optax.
+* ``'momentum'``, SGD with momentum (GoogLeNet Section 6, BN-Inception, Xception Section 4.2):
+  ``acc = momentum * acc + g``, ``w -= lr * acc``, as TF's ``MomentumOptimizer``.
+
+In front of either: L2 weight decay on kernels only (TF-slim's ``l2_regularizer`` on conv and
+fully-connected weights, ``wd * sum(w**2) / 2`` added to the loss, i.e. ``wd * w`` added to the
+gradient) and then gradient clipping by global norm (Inception v3 Section 8, threshold 2.0,
+citing Pascanu et al., who clip the norm of the whole gradient).
+
+Learning rate and global batch: ``lr = optimizer.lr * batch_size / optimizer.lr_batch``, linear
+scaling (Goyal et al. 2017) from the batch at which the paper's rate was published. This is the
+one place the rule lives.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+OPTIMIZERS = ('rmsprop', 'momentum')
+
+
+def epochs_to_steps(epochs: float, steps_per_epoch: float) -> int:
+  """A duration in epochs as a whole number of steps (at least one for a positive duration)."""
+  if epochs <= 0:
+    return 0
+  return max(1, int(round(epochs * steps_per_epoch)))
+
+
+def learning_rate(config) -> float:
+  """The peak learning rate for ``config.batch_size`` (linear scaling, see the module doc)."""
+  opt = config.optimizer
+  return opt.lr * config.batch_size / opt.lr_batch
+
+
+def schedule(opt, peak_lr: float, steps_per_epoch: float) -> optax.Schedule:
+  """Linear warm-up over ``opt.warmup_epochs``, then ``peak_lr * opt.decay_rate ** k`` with
+  ``k`` the number of whole ``opt.decay_epochs`` since the warm-up (TF's ``exponential_decay``
+  with ``staircase=True``), never below ``opt.min_lr``."""
+  warmup = epochs_to_steps(opt.warmup_epochs, steps_per_epoch)
+  decay_steps = epochs_to_steps(opt.decay_epochs, steps_per_epoch)
+
+  def lr(step):
+    step = jnp.asarray(step, jnp.float32)
+    after = jnp.maximum(step - warmup, 0.0)
+    decayed = peak_lr * opt.decay_rate ** jnp.floor(after / max(decay_steps, 1))
+    if warmup:
+      decayed = jnp.where(step < warmup, peak_lr * (step + 1) / warmup, decayed)
+    return jnp.maximum(decayed, opt.min_lr)
+
+  return lr
+
+
+def kernel_mask(params):
+  """True for the weights L2 decay applies to: conv and dense kernels (not biases, not BN)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+
+
+def make(opt, peak_lr: float, steps_per_epoch: float):
+  """``(optax transformation, schedule)`` for the ``config.optimizer`` fields ``opt``."""
+  lr = schedule(opt, peak_lr, steps_per_epoch)
+  if opt.name == 'rmsprop':
+    core = optax.rmsprop(lr, decay=opt.rms_decay, eps=opt.epsilon, initial_scale=1.0,
+                         eps_in_sqrt=True, momentum=opt.momentum or None)
+  elif opt.name == 'momentum':
+    core = optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.nesterov)
+  else:
+    raise ValueError(f'config.optimizer.name: unknown optimizer {opt.name!r}; '
+                     f'known: {", ".join(OPTIMIZERS)}')
+  parts = []
+  if opt.weight_decay:
+    parts.append(optax.add_decayed_weights(opt.weight_decay, mask=kernel_mask))
+  if opt.clip_norm:
+    parts.append(optax.clip_by_global_norm(opt.clip_norm))
+  return optax.chain(*parts, core), lr
+
+
+def ema_decay(step, decay: float):
+  """TF's ``ExponentialMovingAverage(decay, num_updates=step)``: ``min(decay, (1 + t) / (10 + t))``,
+  as TF-slim's ``train_image_classifier.py`` uses it, so the average is meaningful from the first
+  hundred steps on."""
+  t = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
+__all__ = ['OPTIMIZERS', 'ema_decay', 'epochs_to_steps', 'kernel_mask', 'learning_rate', 'make',
+           'schedule']

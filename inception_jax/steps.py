@@ -1,0 +1,86 @@
+"""The pure train and eval steps. They know the model only as its ``apply`` function.
+
+``apply_fn(variables, images, train=..., mutable=..., rngs=...)`` follows the models' contract
+(:mod:`inception_jax.models`): in training it returns ``(logits, aux_tuple)`` for models with
+auxiliary heads and the logits otherwise. The steps are meant for ``jax.jit`` over a mesh with
+the batch sharded along ``'data'``: every reduction below (the loss, BatchNorm's moments inside
+the model, the metrics) is over the global batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from inception_jax import losses, optim
+from inception_jax.train_state import TrainState, variables
+
+Batch = dict[str, jax.Array]
+
+
+def _split_outputs(out) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+  if isinstance(out, tuple):
+    logits, aux = out
+    return logits, tuple(aux)
+  return out, ()
+
+
+def train_step(state: TrainState, batch: Batch, *, apply_fn: Callable[..., Any],
+               tx: optax.GradientTransformation, schedule: optax.Schedule,
+               label_smoothing: float = 0.0, aux_weight: float = 0.0,
+               ema_decay: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on ``batch``; returns the new state and scalar metrics (on device)."""
+  dropout_rng = jax.random.fold_in(state.rng, state.step)
+  labels, mask = batch['label'], batch['mask']
+
+  def loss_fn(params):
+    out, updates = apply_fn(variables(params, state.batch_stats), batch['image'], train=True,
+                            mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    logits, aux = _split_outputs(out)
+    loss, parts = losses.classification_loss(logits, aux, labels, mask,
+                                             label_smoothing=label_smoothing,
+                                             aux_weight=aux_weight)
+    return loss, (logits, updates.get('batch_stats', {}), parts)
+
+  (loss, (logits, batch_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  decay = optim.ema_decay(state.step, ema_decay)
+  ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+  metrics = {
+      'loss': loss, **parts,
+      'top1': losses.masked_mean(losses.topk_correct(logits, labels, 1), mask),
+      'top5': losses.masked_mean(losses.topk_correct(logits, labels, 5), mask),
+      'grad_norm': optax.global_norm(grads),
+      'lr': jnp.asarray(schedule(state.step), jnp.float32),
+  }
+  # A non-finite loss or gradient leaves the state as it was (the step still counts, so that the
+  # data and the schedule move on); the loop stops on it or, by config, counts it and goes on.
+  finite = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
+  metrics['nonfinite'] = 1.0 - finite.astype(jnp.float32)
+  updated = dict(params=params, batch_stats=batch_stats, opt_state=opt_state, ema_params=ema)
+  kept = dict(params=state.params, batch_stats=state.batch_stats, opt_state=state.opt_state,
+              ema_params=state.ema_params)
+  chosen = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
+  new_state = state.replace(step=state.step + 1,
+                            skipped_updates=state.skipped_updates + (~finite).astype(jnp.int32),
+                            **chosen)
+  return new_state, metrics
+
+
+def eval_step(params, batch_stats, batch: Batch, *,
+              apply_fn: Callable[..., Any]) -> dict[str, jax.Array]:
+  """Sums over the real (``mask == 1``) examples of ``batch``: ``count``, ``loss`` (unsmoothed
+  cross-entropy of the main head), ``top1``, ``top5``."""
+  labels, mask = batch['label'], batch['mask']
+  logits = apply_fn(variables(params, batch_stats), batch['image'], train=False)
+  return {
+      'count': jnp.sum(mask),
+      'loss': jnp.sum(losses.cross_entropy(logits, labels) * mask),
+      'top1': jnp.sum(losses.topk_correct(logits, labels, 1) * mask),
+      'top5': jnp.sum(losses.topk_correct(logits, labels, 5) * mask),
+  }

@@ -1,0 +1,319 @@
+"""Reliability: a hard kill or a preemption loses nothing and changes nothing, bad checkpoints and
+non-finite steps never replace good state, bad configs fail in one line before compiling, and
+two processes train together as one.
+
+The runs go through the real command line (``python -m experiments.train``) in subprocesses
+that share a persistent compilation cache, on the test-only tiny digits of train_utils.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from inception_jax import checkpoint, train
+from train_utils import NAN_STEP, compilation_cache, final_state, read_metrics, tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+# A run long enough to be killed mid-way: 8 examples, batch 8, a checkpoint every 4 steps.
+STEPS, EVERY = 36, 4
+CONFIG_FILE = f'''
+import sys
+sys.path.insert(0, {TESTS!r})
+from train_utils import tiny
+
+
+def get_config():
+  return tiny('v1', total_steps={STEPS}, checkpoint_every_steps={EVERY}, keep_checkpoints=2)
+'''
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp('jax_cache'))
+  undo = compilation_cache(directory)
+  yield directory
+  undo()
+
+
+@pytest.fixture(scope='module')
+def config_file(tmp_path_factory):
+  path = tmp_path_factory.mktemp('config') / 'tiny_v1.py'
+  path.write_text(CONFIG_FILE)
+  return str(path)
+
+
+def _env(cache_dir: str, **extra) -> dict[str, str]:
+  return dict(os.environ, PYTHONPATH=REPO + os.pathsep + TESTS, JAX_COMPILATION_CACHE_DIR=cache_dir,
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', **extra)
+
+
+def _launch(config_file: str, workdir: str, cache_dir: str, *extra: str) -> subprocess.Popen:
+  return subprocess.Popen(
+      [sys.executable, '-m', 'experiments.train', f'--config={config_file}',
+       f'--workdir={workdir}', *extra], cwd=REPO, env=_env(cache_dir), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+  _, err = proc.communicate(timeout=timeout)
+  assert proc.returncode == 0, err[-3000:]
+  return err
+
+
+def _last_logged_step(workdir: str) -> int:
+  try:
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      return max([json.loads(line)['step'] for line in f if line.strip()] or [0])
+  except (OSError, ValueError):
+    return 0
+
+
+def _wait_for_step(proc: subprocess.Popen, workdir: str, step: int) -> None:
+  deadline = time.time() + 600
+  while _last_logged_step(workdir) < step:
+    assert proc.poll() is None, f'the run ended before step {step}: {proc.stderr.read()[-3000:]}'
+    assert time.time() < deadline
+    time.sleep(0.01)
+
+
+def _assert_bitwise_equal(a, b) -> None:
+  leaves_a, tree_a = jax.tree.flatten(jax.device_get(a))
+  leaves_b, tree_b = jax.tree.flatten(jax.device_get(b))
+  assert tree_a == tree_b
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory, config_file, cache):
+  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
+  _finish(_launch(config_file, workdir, cache))
+  return final_state(workdir, tiny('v1', total_steps=STEPS))
+
+
+def test_sigkill_then_relaunch_is_bitwise_the_uninterrupted_run(tmp_path, config_file, cache,
+                                                                 uninterrupted):
+  workdir = str(tmp_path)
+  kill_at = random.Random().randint(EVERY + 1, STEPS - 6)  # after the first checkpoint
+  proc = _launch(config_file, workdir, cache)
+  _wait_for_step(proc, workdir, kill_at)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  assert not os.path.exists(os.path.join(workdir, 'results.json'))
+
+  err = _finish(_launch(config_file, workdir, cache))  # the same command again
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert results['steps'] == STEPS
+  assert EVERY <= results['resumed_from_step'] <= kill_at + EVERY, (kill_at, results)
+  assert f'at step {results["resumed_from_step"]}' in err
+  state = final_state(workdir, tiny('v1', total_steps=STEPS))
+  # Parameters, batch statistics, optimizer state, EMA, step, rng: all bit for bit.
+  _assert_bitwise_equal(state, uninterrupted)
+
+
+def test_sigterm_checkpoints_exits_cleanly_and_the_relaunch_continues(tmp_path, config_file, cache,
+                                                                      uninterrupted):
+  workdir = str(tmp_path)
+  proc = _launch(config_file, workdir, cache)
+  _wait_for_step(proc, workdir, EVERY + 2)
+  proc.send_signal(signal.SIGTERM)
+  err = _finish(proc)  # exit status 0
+  assert 'SIGTERM received' in err
+  stopped = [int(word) for line in err.splitlines() if 'preempted' in line
+             for word in line.split() if word.isdigit()]
+  assert stopped, err[-2000:]
+  step = stopped[0]
+  assert EVERY + 2 <= step < STEPS
+  ckpt = checkpoint.Checkpointer(workdir)
+  assert ckpt.latest_step() == step  # written at the step it stopped, not the last periodic one
+  ckpt.close()
+  assert not os.path.exists(os.path.join(workdir, 'results.json'))
+
+  _finish(_launch(config_file, workdir, cache))
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert json.load(f)['resumed_from_step'] == step
+  _assert_bitwise_equal(final_state(workdir, tiny('v1', total_steps=STEPS)), uninterrupted)
+
+
+def _checkpoint_files(directory: str) -> list[str]:
+  return sorted(os.path.relpath(os.path.join(root, f), directory)
+                for root, _, files in os.walk(directory) for f in files)
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'remove'])
+def test_corrupt_checkpoint_is_reported_and_the_one_before_is_used(tmp_path, cache, damage,
+                                                                   caplog):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny('v1', total_steps=4, checkpoint_every_steps=2), workdir)
+  step4 = os.path.join(workdir, 'checkpoints', '4')
+  before = _checkpoint_files(step4)
+  victim = max((os.path.join(step4, f) for f in before), key=os.path.getsize)
+  if damage == 'truncate':
+    with open(victim, 'r+b') as f:
+      f.truncate(os.path.getsize(victim) // 2)
+  else:
+    os.remove(victim)
+
+  config = tiny('v1', total_steps=6, checkpoint_every_steps=2)
+  with caplog.at_level('ERROR', logger='inception_jax'):
+    results = train.train_and_evaluate(config, workdir)
+  assert results['resumed_from_step'] == 2
+  assert any(f'checkpoint of step 4 at {step4} is unreadable' in r.getMessage()
+             for r in caplog.records), [r.getMessage() for r in caplog.records]
+  # Nothing deleted: the damaged checkpoint is set aside whole.
+  aside = os.listdir(os.path.join(workdir, checkpoint.UNREADABLE_DIR))
+  assert len(aside) == 1 and aside[0].startswith('4-')
+  kept = _checkpoint_files(os.path.join(workdir, checkpoint.UNREADABLE_DIR, aside[0]))
+  assert kept == [f for f in before if damage == 'truncate' or f != os.path.relpath(victim, step4)]
+  # ... and the run is the one it would have been.
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(config, straight)
+  _assert_bitwise_equal(final_state(workdir, config), final_state(straight, config))
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(tmp_path, cache):
+  config = tiny('v1', total_steps=6, checkpoint_every_steps=2, **{'data.name': 'digits_tiny_nan'})
+  with pytest.raises(FloatingPointError, match=rf'step {NAN_STEP}: non-finite loss \(nan\)'):
+    train.train_and_evaluate(config, str(tmp_path))
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  assert ckpt.all_steps() == [NAN_STEP - 1]  # nothing after the bad step was written
+  ckpt.close()
+  state = final_state(str(tmp_path), config)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
+
+
+def test_nonfinite_update_skipped_and_counted_when_configured(tmp_path, cache):
+  config = tiny('v1', total_steps=4, nonfinite='skip', **{'data.name': 'digits_tiny_nan'})
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert results['skipped_updates'] == 1
+  records = read_metrics(str(tmp_path))
+  assert [r['nonfinite'] for r in records] == [float(r['step'] == NAN_STEP) for r in records]
+  state = final_state(str(tmp_path), config)
+  assert int(state.skipped_updates) == 1 and int(state.step) == 4
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves((state.params, state.ema_params)))
+
+
+def test_a_nonfinite_state_is_never_written(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.save(1, {'w': np.ones(3, np.float32)})
+  with pytest.raises(FloatingPointError, match='step 2: the training state holds NaN or Inf'):
+    ckpt.save(2, {'w': np.array([1.0, np.inf, 0.0], np.float32)})
+  ckpt.close()
+  assert checkpoint.Checkpointer(str(tmp_path)).all_steps() == [1]
+
+
+# ------------------------------------------------------------------- config validation
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'model.name': 'inception_v9'}, "config.model.name: unknown model 'inception_v9'"),
+    ({'data.image_size': 64},
+     r'config.data.image_size=64 is below the minimum input size of inception_v1 \(65\)'),
+    ({'batch_size': 6}, r'config.batch_size=6 must be a positive multiple of the device count'),
+    ({'data.name': 'imagefolder:/no/such/folder'}, 'config.data.name=.*/no/such/folder'),
+    ({'nonfinite': 'ignore'}, "config.nonfinite='ignore'"),
+])
+def test_config_errors_are_one_line_naming_the_field(overrides, message, monkeypatch):
+  if 'batch_size' in overrides:  # 4 devices: 6 does not split
+    monkeypatch.setattr(train.mesh_lib, 'make_mesh',
+                        lambda: train.mesh_lib.Mesh(np.array(jax.devices() * 4), ('data',)))
+  with pytest.raises(ValueError, match=message) as err:
+    train.validate(tiny('v1', **overrides))
+  assert '\n' not in str(err.value)
+
+
+def test_workdir_of_another_model_is_refused_before_compiling(tmp_path, cache):
+  train.train_and_evaluate(tiny('v1', total_steps=1), str(tmp_path))
+  with pytest.raises(ValueError, match=r"config.model.name='inception_v3', but .* holds "
+                                       r'inception_v1 checkpoints of another model') as err:
+    train.train_and_evaluate(tiny('v3', total_steps=1), str(tmp_path))
+  assert '\n' not in str(err.value)
+  with open(tmp_path / 'config.json') as f:  # the run's record is not overwritten
+    assert json.load(f)['model']['name'] == 'inception_v1'
+
+
+def test_command_line_reports_a_config_error_in_one_line(tmp_path, config_file, cache):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.train', f'--config={config_file}',
+       f'--workdir={tmp_path}', '--config.data.image_size=40'],
+      cwd=REPO, env=_env(cache), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'FATAL: config.data.image_size=40 is below the minimum input size of inception_v1 (65)')
+
+
+# ------------------------------------------------------------------- two processes
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+_PROCESS = r'''
+import sys
+import jax, numpy as np
+sys.path.insert(0, {tests!r})
+from inception_jax import mesh, train
+from train_utils import tiny
+mesh.initialize_distributed('localhost:{port}', 2, {pid})
+assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 4, 2)
+results, state = train.run(tiny('v1', total_steps=1), {workdir!r})
+local = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state)
+leaves = jax.tree_util.tree_flatten_with_path(local)[0]
+np.savez({out!r}, **{{jax.tree_util.keystr(k): v for k, v in leaves}})
+print('RESULTS', results['eval']['loss'], results['processes'], results['devices'])
+'''
+
+
+def test_two_processes_train_together_like_one(tmp_path, cache):
+  """``jax.distributed`` with a localhost coordinator, 2 processes of 2 CPU devices each; each
+  feeds half of the global batch of 8. Both end with identical state, equal (within float
+  tolerance: the cross-device sums round differently) to one process with the whole batch.
+  One step: from the random start, later steps amplify the rounding (tests/test_train.py's
+  eight-device test measures that)."""
+  port, workdir = _free_port(), str(tmp_path / 'run')
+  procs = []
+  for pid in range(2):
+    code = _PROCESS.format(tests=TESTS, port=port, pid=pid, workdir=workdir,
+                           out=str(tmp_path / f'state{pid}.npz'))
+    procs.append(subprocess.Popen(
+        [sys.executable, '-c', code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=_env(cache, XLA_FLAGS='--xla_force_host_platform_device_count=2')))
+  outs = [p.communicate(timeout=900) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert all(out.split('RESULTS')[1].split()[1:] == ['2', '4'] for out, _ in outs)
+
+  a, b = (dict(np.load(tmp_path / f'state{pid}.npz')) for pid in range(2))
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+  config = tiny('v1', total_steps=1)
+  single, state = train.run(config, str(tmp_path / 'single'))
+  leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]
+  one = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
+  assert one.keys() == a.keys()
+  for key in a:  # one step from the same start: within float rounding of the sums' order
+    scale = float(np.max(np.abs(one[key]))) or 1.0
+    np.testing.assert_allclose(a[key], one[key], rtol=1e-4, atol=1e-5 * scale, err_msg=key)
+  loss = float(outs[0][0].split('RESULTS')[1].split()[0])
+  np.testing.assert_allclose(loss, single['eval']['loss'], rtol=1e-4)
+  # The two processes wrote one checkpoint directory together.
+  assert final_state(workdir, config).step == 1

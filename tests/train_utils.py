@@ -1,0 +1,105 @@
+"""Helpers of the training tests: a tiny dataset, tiny configs, and reading a workdir."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from experiments.configs import (inception_resnet_v1, inception_resnet_v2, v1, v2, v3, v4,
+                                 xception)
+from inception_jax import checkpoint, data, models, optim, train
+from inception_jax.data import digits
+
+CONFIGS = {'v1': v1, 'v2': v2, 'v3': v3, 'v4': v4, 'inception_resnet_v1': inception_resnet_v1,
+           'inception_resnet_v2': inception_resnet_v2, 'xception': xception}
+
+TINY = {'train': 8, 'test': 12}
+
+
+def _tiny_info(config):
+  return data.DatasetInfo(num_classes=10, num_examples=dict(TINY))
+
+
+def _tiny_batches(config, split, **kw):
+  images, labels = digits._split(split)
+  return digits.batches_of(images[:TINY[split]], labels[:TINY[split]], config, **kw)
+
+
+NAN_STEP = 3  # the step whose batch is NaN in 'digits_tiny_nan'
+
+
+def _nan_batches(config, split, *, train, start_step=0, **kw):
+  """'digits_tiny' with the images of training step NAN_STEP all NaN."""
+  inner = _tiny_batches(config, split, train=train, start_step=start_step, **kw)
+  for step, batch in enumerate(inner, start_step + 1):
+    if train and step == NAN_STEP:
+      batch = dict(batch, image=np.full_like(batch['image'], np.nan))
+    yield batch
+
+
+if 'digits_tiny' not in data.names():
+  data.register('digits_tiny', info=_tiny_info, batches=_tiny_batches)
+  data.register('digits_tiny_nan', info=_tiny_info, batches=_nan_batches)
+
+
+def tiny(name: str = 'v1', **overrides) -> ml_collections.ConfigDict:
+  """``name``'s quick config at its smallest: the model's minimum input size, 8 training digits
+  and batch 8, so that every step sees the same batch (no augmentation), 2 steps, a learning
+  rate that decays at every step, 12 eval digits; ``overrides`` by dotted name
+  (``{'optimizer.lr': 0.1}``). All tiny runs of one model share their compiled programs."""
+  c = CONFIGS[name].get_config('quick')
+  c.data.name = 'digits_tiny'
+  c.data.augment = 0.0
+  c.data.image_size = models.info(c.model.name).min_size
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  c.total_steps = 2
+  c.optimizer.decay_epochs = 1.0  # one step: the rate decays at every step
+  c.optimizer.decay_rate = 0.9
+  c.log_every_steps = 1
+  c.eval_every_epochs = 0.0
+  c.tensorboard = False
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
+def read_metrics(workdir: str, split: str = 'train') -> list[dict]:
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [r for r in map(json.loads, f) if r['split'] == split]
+
+
+def final_state(workdir: str, config):
+  """The training state of ``workdir``'s latest checkpoint, on the host."""
+  s = train.setup(config)
+  tx, _ = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)
+  _, abstract = train._abstract_state(s, tx)
+  ckpt = checkpoint.Checkpointer(workdir)
+  state = ckpt.restore(ckpt.latest_step(), abstract)
+  ckpt.close()
+  return jax.device_get(state)
+
+
+def compilation_cache(directory: str):
+  """Let the runs of a test module share compiled programs (the same model, shapes and recipe
+  compile to the same program); returns a function that undoes it."""
+  before = jax.config.jax_compilation_cache_dir
+  jax.config.update('jax_compilation_cache_dir', directory)
+  return lambda: jax.config.update('jax_compilation_cache_dir', before)
+
+
+def check_run(workdir: str, results: dict, steps: int) -> None:
+  """What every finished run leaves: results, a metrics line per step, the last checkpoint."""
+  assert results['steps'] == steps and results['eval_split'] == 'test'
+  for key in ('top1', 'top5', 'ema_top1', 'ema_top5'):
+    assert 0.0 <= results['eval'][key] <= 1.0
+  assert np.isfinite(results['eval']['loss'])
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert json.load(f) == json.loads(json.dumps(results))
+  records = read_metrics(workdir)
+  assert [r['step'] for r in records] == list(range(1, steps + 1))
+  assert np.all(np.isfinite([r['loss'] for r in records]))
+  assert steps in checkpoint.Checkpointer(workdir).all_steps()
