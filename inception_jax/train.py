@@ -148,6 +148,27 @@ def _abstract_state(s: Setup, tx):
                               shapes)
 
 
+def restore_state(config, workdir: str, step: int | str | None = None
+                  ) -> tuple[Setup, train_state.TrainState]:
+  """The training state saved in ``workdir`` by a run of ``config``, with that run's setup.
+
+  ``step``: a step number, ``'best'`` (the best by eval top-1) or, by default, the latest.
+  The state comes back on the devices of the mesh, replicated, as the train step leaves it; its
+  ``params``/``ema_params`` and ``batch_stats`` go to ``setup.model.apply``.
+  """
+  s = setup(config)
+  tx, _ = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)
+  _, abstract = _abstract_state(s, tx)
+  ckpt = checkpoint.Checkpointer(workdir)
+  try:
+    at = ckpt.best_step() if step == 'best' else (ckpt.latest_step() if step is None else step)
+    if at is None:
+      raise FileNotFoundError(f'no checkpoint under {ckpt.directory}')
+    return s, ckpt.restore(int(at), abstract)
+  finally:
+    ckpt.close()
+
+
 def _load_pretrained(path: str, state, tx, sharding):
   """Converted weights into ``state`` wherever path and shape match; the rest (a new head) keeps
   its fresh initialisation."""
@@ -521,16 +542,9 @@ def evaluate(config, workdir: str | None = None, *, weights: str | None = None,
               total_steps=0, eval_steps=frozenset(), peak_lr=0.0, mesh=mesh)
     where, at = weights, 0
   else:
-    s = setup(config)
-    tx, _ = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)
-    _, abstract = _abstract_state(s, tx)
-    ckpt = checkpoint.Checkpointer(workdir)
-    at = ckpt.best_step() if step == 'best' else (ckpt.latest_step() if step is None else step)
-    if at is None:
-      raise FileNotFoundError(f'no checkpoint under {ckpt.directory}')
-    state = ckpt.restore(int(at), abstract)
-    ckpt.close()
-    apply_fn, where = s.model.apply, f'{ckpt.directory} step {at}'
+    s, state = restore_state(config, workdir, step)
+    at = int(jax.device_get(state.step))
+    apply_fn, where = s.model.apply, f'{os.path.join(workdir, "checkpoints")} step {at}'
   state_sharding = jax.tree.map(lambda _: sharding, state)
   result = _make_eval(s, apply_fn, state_sharding)(state, ema=weights is None)
   log.info('%s on %s/%s (%d images): top-1 %.2f%% top-5 %.2f%% | EMA top-1 %.2f%% top-5 %.2f%%',

@@ -8,5 +8,37 @@ accuracy test runs the command line in a subprocess with the user's flags instea
 
 import os
 
+import pytest
+
 FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false'
 os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {FAST_COMPILE}'.strip()
+
+
+# The modules whose runs take minutes go first, longest first, so that the short ones fill in
+# around them at the end instead of leaving one worker alone with a long module.
+LONG_FIRST = ('test_reliability', 'test_train', 'test_train_configs', 'test_notebooks')
+# Modules whose tests are each long and share nothing: each test may go to any worker.
+SPREAD = ('test_train_configs.py',)
+
+
+@pytest.hookimpl(optionalhook=True)  # without xdist (-p no:xdist) there is no such hook
+def pytest_xdist_make_scheduler(config, log):
+  """pytest-xdist's ``loadfile`` (a module's fixtures and shared compilation cache stay on one
+  worker), but the tests of ``SPREAD`` modules are handed out one by one, and modules in the
+  order of collection (``--no-loadscope-reorder`` in pyproject.toml)."""
+  from xdist.scheduler import LoadScopeScheduling
+
+  class ModuleScheduling(LoadScopeScheduling):
+    def _split_scope(self, nodeid: str) -> str:
+      module = nodeid.split('::', 1)[0]
+      return nodeid if os.path.basename(module) in SPREAD else module
+
+  return ModuleScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  def rank(item):
+    name = item.module.__name__
+    return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
+  items.sort(key=rank)  # stable: the order within a module stays

@@ -108,6 +108,8 @@ def test_runs_top_to_bottom(name, kernel_spec_manager, tmp_path):
     client.execute()  # raises CellExecutionError, with the cell's traceback, on any error
   finally:
     nbformat.write(nb, str(tmp_path / name))  # the executed notebook, to look at after a failure
+    if km.has_kernel:  # a kernel manager we own: nbclient leaves its kernel running
+      km.shutdown_kernel(now=True)
   print(f'{name} executed in {time.time() - start:.0f} s')
 
   assert os.path.realpath(nb.cells[-1].outputs[0]['text'].strip()) == os.path.realpath(

@@ -11,7 +11,7 @@ import numpy as np
 
 from experiments.configs import (inception_resnet_v1, inception_resnet_v2, v1, v2, v3, v4,
                                  xception)
-from inception_jax import checkpoint, data, models, optim, train
+from inception_jax import checkpoint, data, models, train
 from inception_jax.data import digits
 
 CONFIGS = {'v1': v1, 'v2': v2, 'v3': v3, 'v4': v4, 'inception_resnet_v1': inception_resnet_v1,
@@ -74,21 +74,22 @@ def read_metrics(workdir: str, split: str = 'train') -> list[dict]:
 
 def final_state(workdir: str, config):
   """The training state of ``workdir``'s latest checkpoint, on the host."""
-  s = train.setup(config)
-  tx, _ = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)
-  _, abstract = train._abstract_state(s, tx)
-  ckpt = checkpoint.Checkpointer(workdir)
-  state = ckpt.restore(ckpt.latest_step(), abstract)
-  ckpt.close()
-  return jax.device_get(state)
+  return jax.device_get(train.restore_state(config, workdir)[1])
 
 
 def compilation_cache(directory: str):
   """Let the runs of a test module share compiled programs (the same model, shapes and recipe
   compile to the same program); returns a function that undoes it."""
+  from jax._src import compilation_cache  # jax keeps the cache it opened first: reset it
+
   before = jax.config.jax_compilation_cache_dir
+  compilation_cache.reset_cache()
   jax.config.update('jax_compilation_cache_dir', directory)
-  return lambda: jax.config.update('jax_compilation_cache_dir', before)
+
+  def undo():
+    jax.config.update('jax_compilation_cache_dir', before)
+    compilation_cache.reset_cache()  # the next test module on this worker writes no cache
+  return undo
 
 
 def check_run(workdir: str, results: dict, steps: int) -> None:

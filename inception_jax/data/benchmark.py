@@ -23,13 +23,14 @@ import datetime
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from inception_jax.benchmark import cpu_name
 
 _PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg', 'motorcycle_left.png',
            'hubble_deep_field.jpg', 'retina.jpg', 'immunohistochemistry.png', 'color.png')
@@ -160,17 +161,6 @@ def _run_worker(args, kind: str, cores: list[int]) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--dir', default='', help='JPEG folder (generated if empty or missing)')
@@ -220,7 +210,7 @@ def main(argv=None) -> dict:
                      'total_images_per_cpu_s': full['images_per_cpu_s']}
   report = {
       'date': datetime.date.today().isoformat(),
-      'machine': f'{_cpu_name()}, {os.cpu_count()} cores ({len(all_cores)} usable)',
+      'machine': f'{cpu_name()}, {os.cpu_count()} cores ({len(all_cores)} usable)',
       'load_average_before_after': [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
       'images': {'dir': args.dir, 'count': args.num_images, **{k: round(v, 1)
                                                                for k, v in stats.items()}},
