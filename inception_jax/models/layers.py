@@ -7,7 +7,7 @@ definition serves weights of TF and of PyTorch origin (the efficientnet-jax appr
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -73,6 +73,89 @@ class Block(nn.Module):
            padding: PaddingSpec = 'SAME') -> ConvBN:
     return ConvBN(features, kernel, self.conventions, strides=strides, padding=padding,
                   dtype=self.dtype, name=name)
+
+
+class Conv(NamedTuple):
+  """One conv unit of a branch, as TF-slim declares it: scope (``Conv2d_0b_3x3``), width, kernel,
+  stride, padding; ``bn=None`` takes the branch's ``use_bn``; ``relu=False`` leaves it linear."""
+  name: str
+  features: int
+  kernel: int | tuple[int, int]
+  strides: int = 1
+  padding: PaddingSpec = 'SAME'
+  bn: bool | None = None
+  relu: bool = True
+
+
+class Pool(NamedTuple):
+  """A pooling op of a branch (slim's ``MaxPool_0a_3x3``/``AvgPool_0a_3x3``); no parameters."""
+  kind: str  # 'max' or 'avg'
+  window: int
+  strides: int = 1
+  padding: PaddingSpec = 'SAME'
+
+
+BranchOp = Conv | Pool
+
+
+class Spec(NamedTuple):
+  """One branch as data: ``ops`` in sequence, then the ``fork`` convs applied in parallel to the
+  result and concatenated (Inception-v3 Figure 7's expanded filter bank)."""
+  ops: Sequence[BranchOp]
+  fork: Sequence[Conv] = ()
+
+
+class Branch(nn.Module):
+  """One TF-slim ``Branch_<i>`` scope, the branch of every family, built from a :class:`Spec`.
+  Parameters nest as ``Branch_<i>/<conv scope>/{conv,bn}``."""
+
+  spec: Spec
+  conventions: Conventions
+  use_bn: bool = True
+  use_bias: bool | None = None  # None: a bias exactly where there is no BN
+  dtype: Dtype = jnp.float32
+
+  def _unit(self, c: Conv) -> 'ConvBN':
+    use_bn = self.use_bn if c.bn is None else c.bn
+    return ConvBN(c.features, c.kernel, self.conventions, strides=c.strides, padding=c.padding,
+                  use_bn=use_bn, use_bias=self.use_bias if use_bn else None,
+                  activation=nn.relu if c.relu else None, dtype=self.dtype, name=c.name)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    for op in self.spec.ops:
+      if isinstance(op, Pool):
+        pool = max_pool if op.kind == 'max' else avg_pool
+        x = pool(x, op.window, op.strides, op.padding, self.conventions)
+      else:
+        x = self._unit(op)(x, train)
+    if self.spec.fork:
+      x = jnp.concatenate([self._unit(c)(x, train) for c in self.spec.fork], axis=-1)
+    return x
+
+
+class Mixed(nn.Module):
+  """An Inception module: the branches ``Branch_0..n`` of ``specs`` side by side, concatenated
+  along channels (Figure 2(b) of GoogLeNet and every module after it)."""
+
+  specs: Sequence[Spec]
+  conventions: Conventions
+  use_bn: bool = True
+  use_bias: bool | None = None
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    return jnp.concatenate(
+        [Branch(spec, self.conventions, self.use_bn, self.use_bias, self.dtype,
+                name=f'Branch_{i}')(x, train) for i, spec in enumerate(self.specs)], axis=-1)
+
+
+def conv_scopes(specs: Sequence[Spec]) -> list[str]:
+  """``Branch_<i>/<conv scope>`` of every conv unit of ``specs``, in order: the names converters
+  map reference parameters onto, so that no scope string is written twice."""
+  return [f'Branch_{i}/{op.name}' for i, spec in enumerate(specs)
+          for op in (*spec.ops, *spec.fork) if isinstance(op, Conv)]
 
 
 def batch_norm(conventions: Conventions, dtype: Dtype, name: str | None = None) -> nn.BatchNorm:
