@@ -44,7 +44,7 @@ def main(argv):
     mesh.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if jax.process_index():
       cli.setup_logging(quiet=True)
-  from inception_jax import train
+  from inception_jax import checkpoint, train
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except ValueError as err:  # a config that cannot run: one line, no traceback
@@ -52,6 +52,8 @@ def main(argv):
       sys.exit(f'FATAL: {err}')
     raise
   except FloatingPointError as err:  # a non-finite loss: the step, and what was kept
+    sys.exit(f'FATAL: {err}')
+  except checkpoint.CheckpointError as err:  # storage: the step, the path, and what was kept
     sys.exit(f'FATAL: {err}')
 
 

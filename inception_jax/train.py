@@ -346,7 +346,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
-  latest, state = ckpt.restore_latest(abstract)
+  latest, state = ckpt.restore_latest(abstract, start_over=config.restart_if_unrestorable)
   if latest is not None:
     log.info('resumed from %s at step %d', ckpt.path(latest), latest)
   else:
@@ -437,7 +437,10 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
           break
   except BaseException:
     # Let the checkpoints already begun finish writing; the error goes on as it was.
-    ckpt.close()
+    try:
+      ckpt.close()
+    except checkpoint.CheckpointWriteError as err:  # reported; the first error is the one raised
+      log.error('%s', err)
     writer.close()
     raise
 

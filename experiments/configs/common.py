@@ -23,6 +23,8 @@ does not exist is an error):
 * ``seed``, ``log_every_steps``, ``eval_every_epochs``, ``checkpoint_every_steps``,
   ``keep_checkpoints``, ``keep_best_checkpoints``, ``tensorboard``, ``init_from`` (a converted-
   weights directory to fine-tune from, ``python -m inception_jax.convert``).
+* ``restart_if_unrestorable``: when checkpoints exist and none can be read (every one corrupt),
+  move them to ``checkpoints_unreadable/`` and start over from step 0, instead of stopping.
 
 Where a paper is silent, the configs follow TF-slim's ``train_image_classifier.py`` and its
 ``nets/*`` arg scopes, and say so.
@@ -86,6 +88,8 @@ def base(model: str, image_size: int) -> ml_collections.ConfigDict:
   c.keep_best_checkpoints = 1
   c.tensorboard = True
   c.init_from = ''
+  # Checkpoints exist and every one is corrupt: stop (False), or set them aside and start over.
+  c.restart_if_unrestorable = False
   return c
 
 
