@@ -165,7 +165,10 @@ def _cause(err: BaseException) -> str:
   """The first error's type and line, past orbax's bare ``Exception`` wrappers (they say less
   than their cause)."""
   inner = next((e for e in _causes(err) if type(e) is not Exception), err)
-  return f'{type(inner).__name__}: {_first_line(inner)}'
+  text = f'{type(inner).__name__}: {_first_line(inner)}'
+  os_error = _OS_ERROR.search(str(inner))  # tensorstore's paths can push it past the first line
+  reason = os_error and os.strerror(int(os_error.group(1)))
+  return f'{text} [{reason}]' if reason and reason not in text else text
 
 
 def _process_count() -> int:

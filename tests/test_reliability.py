@@ -508,6 +508,35 @@ def test_a_disk_that_fills_during_a_save_stops_the_run_and_keeps_the_checkpoints
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
 
 
+
+def test_a_real_full_disk_surfaces_from_the_asynchronous_save(tmp_path):
+  """The same on a 256 KiB tmpfs (where this test may mount one: root on Linux): tensorstore's
+  RESOURCE_EXHAUSTED from orbax's background thread, reported with the step, and the checkpoint
+  before it still reads."""
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  if sys.platform != 'linux' or os.geteuid() != 0 or subprocess.run(
+      ['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(disk)],
+      capture_output=True).returncode:
+    pytest.skip('mounting a small tmpfs needs root on Linux')
+  try:
+    ckpt = checkpoint.Checkpointer(str(disk / 'run'))
+    small = {'w': np.ones(100, np.float32)}
+    ckpt.save(1, small)
+    noise = np.random.default_rng(0).random(200_000).astype(np.float32)  # 800 kB, incompressible
+    ckpt.save(2, {'w': noise})
+    with pytest.raises(checkpoint.CheckpointWriteError,
+                       match=r'step 2 to .*checkpoints/2 failed: .*No space left on device.* '
+                             r'\(latest: step 1'):
+      ckpt.close()
+    again = checkpoint.Checkpointer(str(disk / 'run'))
+    assert again.all_steps() == [1]
+    np.testing.assert_array_equal(again.restore(1, small)['w'], small['w'])
+    again.close()
+  finally:
+    subprocess.run(['umount', str(disk)], check=True)
+
+
 _RESUME = r'''
 import errno, sys
 import jax
