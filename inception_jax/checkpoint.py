@@ -12,9 +12,9 @@ past a checkpoint known to be bad):
 
 * corrupt (:class:`CorruptCheckpointError`): its files are missing, truncated or do not decode.
   :meth:`Checkpointer.restore_latest` reports it and falls back to the one before; once a good
-  one is found, the corrupt newer ones are moved aside, whole, to ``WORKDIR/checkpoints_unreadable/``
-  (never deleted). When every checkpoint is corrupt it stops (:class:`NoUsableCheckpointError`)
-  and moves nothing, unless told to start over.
+  one is found, the corrupt newer ones are moved aside, whole, to
+  ``WORKDIR/checkpoints_unreadable/`` (never deleted). When every checkpoint is corrupt it
+  stops (:class:`NoUsableCheckpointError`) and moves nothing, unless told to start over.
 * unavailable (:class:`CheckpointUnavailableError`): any other failure (an ``OSError`` other than
   file-not-found, a timeout, out of memory, an unexpected exception) is no evidence about the
   checkpoint: the read is retried with backoff, then the run stops, every checkpoint left in place.
@@ -171,13 +171,9 @@ def _cause(err: BaseException) -> str:
   return f'{text} [{reason}]' if reason and reason not in text else text
 
 
-def _process_count() -> int:
-  return jax.process_count()
-
-
 def _broadcast_steps(steps: list[int]) -> list[int]:
   """Process 0's list of steps, on every process."""
-  if _process_count() == 1:
+  if jax.process_count() == 1:
     return steps
   from jax.experimental import multihost_utils
   n = int(multihost_utils.broadcast_one_to_all(np.int32(len(steps))))
@@ -189,14 +185,14 @@ def _broadcast_steps(steps: list[int]) -> list[int]:
 
 
 def _gather(code: int) -> list[int]:
-  if _process_count() == 1:
+  if jax.process_count() == 1:
     return [code]
   from jax.experimental import multihost_utils
   return [int(x) for x in np.asarray(multihost_utils.process_allgather(np.int32(code)))]
 
 
 def _sync(name: str) -> None:
-  if _process_count() > 1:
+  if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
 
@@ -276,7 +272,7 @@ class Checkpointer:
   # ---------------------------------------------------------------------------- reading
 
   def _read(self, step: int, target: Any) -> Any:
-    """One attempt; raises :class:`CorruptCheckpointError` or :class:`CheckpointUnavailableError`."""
+    """One attempt: :class:`CorruptCheckpointError` or :class:`CheckpointUnavailableError`."""
     where = f'checkpoint of step {step} at {self.path(step)}'
     item = os.path.join(self.path(step), ITEM)
     try:

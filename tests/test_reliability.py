@@ -567,23 +567,7 @@ def test_two_processes_stop_together_when_one_cannot_read_the_checkpoint(
   neither resumes or starts over alone, and nothing is moved."""
   workdir = _copy(two_checkpoints, tmp_path)
   before = _snapshot(workdir)
-  port = _free_port()
-  flags = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count=2'.strip()
-  procs = [subprocess.Popen(
-      [sys.executable, '-c', _RESUME.format(tests=TESTS, port=port, pid=pid, workdir=workdir,
-                                            error=error)],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=_env(cache, XLA_FLAGS=flags)) for pid in range(2)]
-  errs = []
-  for p in procs:
-    try:
-      errs.append(p.communicate(timeout=300)[1])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
-  for p, err in zip(procs, errs):
-    assert p.returncode == 1, err[-3000:]
+  errs = [err for _, err in _two_processes(_RESUME, workdir, cache, error=error, expect=1)]
   last = [err.strip().splitlines()[-1] for err in errs]
   assert last[0].startswith('STOPPED CheckpointUnavailableError: the processes do not agree on '
                             f'the checkpoint of step 4 at {workdir}/checkpoints/4: process 0 '
@@ -591,3 +575,62 @@ def test_two_processes_stop_together_when_one_cannot_read_the_checkpoint(
   assert last[1].startswith('STOPPED Checkpoint'), last[1]
   assert _snapshot(workdir) == before
   assert not os.path.exists(os.path.join(workdir, checkpoint.UNREADABLE_DIR))
+
+
+_AGREE = r'''
+import sys
+import jax, numpy as np
+sys.path.insert(0, {tests!r})
+from inception_jax import checkpoint, mesh, optim, train
+from train_utils import tiny
+mesh.initialize_distributed('localhost:{port}', 2, {pid})
+config = tiny('v1', total_steps=6, checkpoint_every_steps=2)
+s = train.setup(config)
+tx, _ = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)
+_, abstract = train._abstract_state(s, tx)
+ckpt = checkpoint.Checkpointer({workdir!r})
+step, state = ckpt.restore_latest(abstract)
+ckpt.close()
+print('RESUMED', step, int(state.step), float(sum(np.abs(np.asarray(x.addressable_data(0))).sum()
+                                                 for x in jax.tree.leaves(state.params))))
+'''
+
+
+def test_two_processes_fall_back_together_past_a_corrupt_checkpoint(tmp_path, two_checkpoints,
+                                                                    cache):
+  """Step 4 truncated on the shared disk: both processes pass it over and restore step 2, the
+  same state; process 0 sets step 4 aside once."""
+  workdir = _copy(two_checkpoints, tmp_path)
+  victim = _data_file(workdir, 4)
+  with open(victim, 'r+b') as f:
+    f.truncate(os.path.getsize(victim) // 2)
+  outs = _two_processes(_AGREE, workdir, cache)
+  resumed = [out.split('RESUMED')[1].split() for out, _ in outs]
+  assert resumed[0][:2] == resumed[1][:2] == ['2', '2'] and resumed[0][2] == resumed[1][2]
+  aside = os.listdir(os.path.join(workdir, checkpoint.UNREADABLE_DIR))
+  assert len(aside) == 1 and aside[0].startswith('4-')
+  assert checkpoint.Checkpointer(workdir).all_steps() == [2]
+
+
+def _two_processes(script: str, workdir: str, cache_dir: str, **fields) -> list[tuple[str, str]]:
+  """Runs ``script`` in 2 processes of 2 CPU devices each (jax.distributed on localhost);
+  their (stdout, stderr), each process having exited 0 (``expect=0``) or as told."""
+  expect = fields.pop('expect', 0)
+  port = _free_port()
+  flags = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count=2'.strip()
+  procs = [subprocess.Popen(
+      [sys.executable, '-c', script.format(tests=TESTS, port=port, pid=pid, workdir=workdir,
+                                           **fields)],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=_env(cache_dir, XLA_FLAGS=flags)) for pid in range(2)]
+  outs = []
+  try:
+    for p in procs:
+      outs.append(p.communicate(timeout=300))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == expect, err[-3000:]
+  return outs
