@@ -28,8 +28,7 @@ import numpy as np
 from flax import traverse_util
 
 from inception_jax import checkpoint, data, errors, mesh as mesh_lib, metrics as metrics_lib
-from inception_jax import models, optim
-from inception_jax import steps, train_state
+from inception_jax import models, optim, steps, train_state
 from inception_jax.data import prefetch
 
 log = logging.getLogger('inception_jax.train')

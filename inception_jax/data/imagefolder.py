@@ -75,8 +75,9 @@ def scan(root: str, holdout_fraction: float) -> tuple[list[str], dict[str, tuple
   classes = sorted(per_class)
   if not classes or not any(per_class.values()):
     raise errors.ConfigError(
-        'data.name', f'{PREFIX}{root}: no images in {train_dir} (expected one subfolder per class holding '
-        f'{"/".join(EXTENSIONS)} files, in PATH/train/ and PATH/val/ or directly in PATH)')
+        'data.name', f'{PREFIX}{root}: no images in {train_dir} (expected one subfolder per '
+                     f'class holding {"/".join(EXTENSIONS)} files, in PATH/train/ and PATH/val/ '
+                     'or directly in PATH)')
   label_of = {c: i for i, c in enumerate(classes)}
 
   def flat(groups: dict[str, list[str]], folder: str):
