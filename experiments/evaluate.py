@@ -15,6 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
+from inception_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file (FILE[:ARG])',
                                           lock_config=True)
@@ -29,16 +30,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup_logging()
+  cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
   from inception_jax import train
   step = _STEP.value
   if step not in (None, 'best'):
     step = int(step)
   try:
     result = train.evaluate(_CONFIG.value, _WORKDIR.value, weights=_WEIGHTS.value, step=step)
-  except ValueError as err:
-    if str(err).startswith('config.'):
-      sys.exit(f'FATAL: {err}')
-    raise
+  except errors.ConfigError as err:  # a config that cannot run: one line, no traceback
+    sys.exit(f'FATAL: {err}')
   print(json.dumps(result, indent=2))
 
 

@@ -19,6 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
+from inception_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file (FILE[:ARG])',
                                           lock_config=True)
@@ -38,6 +39,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup_logging()
+  cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
   import jax
   if _DISTRIBUTED.value:
     from inception_jax import mesh
@@ -47,10 +49,8 @@ def main(argv):
   from inception_jax import checkpoint, train
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except ValueError as err:  # a config that cannot run: one line, no traceback
-    if str(err).startswith('config.'):
-      sys.exit(f'FATAL: {err}')
-    raise
+  except errors.ConfigError as err:  # a config that cannot run: one line, no traceback
+    sys.exit(f'FATAL: {err}')
   except FloatingPointError as err:  # a non-finite loss: the step, and what was kept
     sys.exit(f'FATAL: {err}')
   except checkpoint.CheckpointError as err:  # storage: the step, the path, and what was kept

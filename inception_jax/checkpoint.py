@@ -46,6 +46,8 @@ from etils import epath  # orbax's path type (a dependency of orbax)
 from flax import traverse_util
 from orbax.checkpoint import checkpoint_managers as policies
 
+from inception_jax import errors
+
 log = logging.getLogger('inception_jax.checkpoint')
 
 BEST_METRIC = 'top1'
@@ -405,8 +407,9 @@ class Checkpointer:
       detail = (f'e.g. {missing[0]}: {saved.get(missing[0], "absent")} there, '
                 f'{want[missing[0]]} here' if missing else f'{len(saved)} arrays there, '
                 f'{len(want)} here')
-      raise ValueError(f'config.model.name={model!r}, but {self.directory} holds {holds}'
-                       f'checkpoints of another model or head ({detail}); use another --workdir')
+      raise errors.ConfigError(
+          'model.name', f'config.model.name={model!r}, but {self.directory} holds {holds}'
+                        f'checkpoints of another model or head ({detail}); use another --workdir')
 
   def close(self) -> None:
     """Waits for the writes in flight (raising :class:`CheckpointWriteError` if one failed)."""

@@ -8,6 +8,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from inception_jax import errors
+
 AXIS = 'data'
 
 
@@ -50,8 +52,9 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
 def check_divisible(batch_size: int, field: str, mesh: Mesh) -> None:
   """A global batch must split evenly over the devices (and hence over the processes)."""
   if batch_size <= 0 or batch_size % mesh.size:
-    raise ValueError(f'{field}={batch_size} must be a positive multiple of the device count '
-                     f'({mesh.size})')
+    raise errors.ConfigError(field.removeprefix('config.'),
+                             f'{field}={batch_size} must be a positive multiple of the device '
+                             f'count ({mesh.size})')
 
 
 def local_batch_size(batch_size: int) -> int:

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from inception_jax import errors
+
 OPTIMIZERS = ('rmsprop', 'momentum')
 
 
@@ -76,8 +78,8 @@ def make(opt, peak_lr: float, steps_per_epoch: float):
   elif opt.name == 'momentum':
     core = optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.nesterov)
   else:
-    raise ValueError(f'config.optimizer.name: unknown optimizer {opt.name!r}; '
-                     f'known: {", ".join(OPTIMIZERS)}')
+    raise errors.ConfigError('optimizer.name', f'unknown optimizer {opt.name!r}; '
+                                               f'known: {", ".join(OPTIMIZERS)}')
   parts = []
   if opt.weight_decay:
     parts.append(optax.add_decayed_weights(opt.weight_decay, mask=kernel_mask))

@@ -39,6 +39,9 @@ CAFFE_BGR = dict(mean=(104.0, 117.0, 128.0), std=(1.0, 1.0, 1.0), scale=255.0, b
                  crop_pct=0.875, interpolation='bilinear')  # pretrainedmodels bninception
 FACENET = dict(mean=(0.5, 0.5, 0.5), std=(128 / 255,) * 3, scale=1.0, bgr=False, crop_pct=1.0,
                interpolation='bilinear')  # facenet-pytorch fixed_image_standardization
+# By the name ``config.data.normalization`` gives them.
+NORMALIZATIONS = {'inception': INCEPTION, 'imagenet': IMAGENET, 'caffe_bgr': CAFFE_BGR,
+                  'facenet': FACENET}
 
 _HF = 'https://huggingface.co/timm/{}/resolve/main/model.safetensors'
 

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from inception_jax import checkpoint, data, mesh as mesh_lib, metrics as metrics_lib, models, optim
-from inception_jax import steps, train_state
+from inception_jax import checkpoint, data, errors, mesh as mesh_lib, metrics as metrics_lib
+from inception_jax import models, optim, steps, train_state
 from inception_jax.data import prefetch
 
 log = logging.getLogger('inception_jax.train')
@@ -59,32 +59,29 @@ def validate(config, mesh=None) -> None:
   try:
     entry = models.info(config.model.name)
   except ValueError as err:
-    raise ValueError(f'config.model.name: {err}') from None
+    raise errors.ConfigError('model.name', str(err)) from None
   if config.dtype not in DTYPES:
-    raise ValueError(f'config.dtype={config.dtype!r}; choose one of {sorted(DTYPES)}')
+    raise errors.ConfigError(
+        'dtype', f'config.dtype={config.dtype!r}; choose one of {sorted(DTYPES)}')
   if config.optimizer.name not in optim.OPTIMIZERS:
-    raise ValueError(f'config.optimizer.name: unknown optimizer {config.optimizer.name!r}; '
-                     f'known: {", ".join(optim.OPTIMIZERS)}')
+    raise errors.ConfigError('optimizer.name', f'unknown optimizer {config.optimizer.name!r}; '
+                                               f'known: {", ".join(optim.OPTIMIZERS)}')
   if config.nonfinite not in ('stop', 'skip'):
-    raise ValueError(f"config.nonfinite={config.nonfinite!r}; choose 'stop' (end the run at a "
+    raise errors.ConfigError(
+        'nonfinite', f"config.nonfinite={config.nonfinite!r}; choose 'stop' (end the run at a "
                      "non-finite loss or gradient) or 'skip' (skip that update and count it)")
   mesh_lib.check_divisible(config.batch_size, 'config.batch_size', mesh)
   mesh_lib.check_divisible(config.eval_batch_size, 'config.eval_batch_size', mesh)
   size = config.data.image_size
   if size < entry.min_size:
-    raise ValueError(f'config.data.image_size={size} is below the minimum input size of '
-                     f'{entry.name} ({entry.min_size})')
-  try:
-    info = data.info(config.data)  # raises on an unknown or missing dataset
-  except (ValueError, FileNotFoundError) as err:
-    message = str(err)
-    if not message.startswith('config.'):
-      message = f'config.data.name={config.data.name!r}: {message}'
-    raise ValueError(message) from None
+    raise errors.ConfigError(
+        'data.image_size', f'config.data.image_size={size} is below the minimum input size of '
+                           f'{entry.name} ({entry.min_size})')
+  info = data.info(config.data)  # ConfigError for an unknown or missing dataset
   for field in ('train_split', 'eval_split'):
     if config.data[field] not in info.num_examples:
-      raise ValueError(f'config.data.{field}={config.data[field]!r}; '
-                       f'{config.data.name} has splits {sorted(info.num_examples)}')
+      raise errors.ConfigError(f'data.{field}', f'config.data.{field}={config.data[field]!r}; '
+                               f'{config.data.name} has splits {sorted(info.num_examples)}')
 
 
 def build_model(config, num_classes: int):
@@ -96,7 +93,8 @@ def build_model(config, num_classes: int):
     from inception_jax import pretrained
     meta = pretrained.load_meta(config.init_from)
     if meta['model'] != models.info(config.model.name).name:
-      raise ValueError(f'config.init_from holds {meta["model"]} weights, config.model.name is '
+      raise errors.ConfigError(
+          'init_from', f'config.init_from holds {meta["model"]} weights, config.model.name is '
                        f'{config.model.name!r}')
     return pretrained.build(meta, num_classes=num_classes, **options)
   return models.create(config.model.name, num_classes=num_classes, **options)
@@ -128,7 +126,8 @@ def _eval_steps(every_epochs: float, steps_per_epoch: float, total: int) -> froz
   return frozenset(steps_)
 
 
-def _init_fn(model, image_size: int) -> Callable[[jax.Array], dict]:
+def init_fn(model, image_size: int) -> Callable[[jax.Array], dict]:
+  """``rng -> variables`` of ``model`` at ``image_size`` (eval mode, one image)."""
   def init(rng):
     # The initialisers draw from an RngBitGenerator key: XLA compiles a hundred of them in half
     # the time it needs for threefry, and the replicated init computes the same values on
@@ -139,9 +138,10 @@ def _init_fn(model, image_size: int) -> Callable[[jax.Array], dict]:
   return init
 
 
-def _abstract_state(s: Setup, tx):
-  """Shapes, dtypes and shardings of the state, without allocating it."""
-  create = functools.partial(train_state.create, _init_fn(s.model, s.config.data.image_size), tx)
+def abstract_state(s: Setup, tx):
+  """``(create, abstract)``: ``rng -> TrainState``, and the state's shapes, dtypes and
+  shardings without allocating it."""
+  create = functools.partial(train_state.create, init_fn(s.model, s.config.data.image_size), tx)
   shapes = jax.eval_shape(create, jax.random.PRNGKey(0))
   sharding = mesh_lib.replicated(s.mesh)
   return create, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
@@ -158,7 +158,7 @@ def restore_state(config, workdir: str, step: int | str | None = None
   """
   s = setup(config)
   tx, _ = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)
-  _, abstract = _abstract_state(s, tx)
+  _, abstract = abstract_state(s, tx)
   ckpt = checkpoint.Checkpointer(workdir)
   try:
     at = ckpt.best_step() if step == 'best' else (ckpt.latest_step() if step is None else step)
@@ -198,11 +198,7 @@ def _make_eval(s: Setup, apply_fn, state_sharding) -> Callable[..., dict[str, fl
   (the same numbers without a second pass when ``ema=False``, i.e. when the EMA is the raw
   weights)."""
   config = s.config
-  replicated = mesh_lib.replicated(s.mesh)
-  step = jax.jit(functools.partial(steps.eval_step, apply_fn=apply_fn),
-                 in_shardings=(state_sharding.params, state_sharding.batch_stats,
-                               mesh_lib.batch_sharded(s.mesh)),
-                 out_shardings=replicated)
+  step = jit_eval_step(s, apply_fn, state_sharding)
 
   def run(state, ema: bool = True) -> dict[str, float]:
     weights = {'': state.params, **({'ema_': state.ema_params} if ema else {})}
@@ -256,9 +252,17 @@ def _duration(seconds: float) -> str:
   return f'{h}h{m:02d}m{sec:02d}s' if h else f'{m}m{sec:02d}s'
 
 
+def jit_eval_step(s: Setup, apply_fn, state_sharding):
+  """The eval step, jitted over ``s.mesh``: ``(params, batch_stats, batch) -> sums``."""
+  return jax.jit(functools.partial(steps.eval_step, apply_fn=apply_fn),
+                 in_shardings=(state_sharding.params, state_sharding.batch_stats,
+                               mesh_lib.batch_sharded(s.mesh)),
+                 out_shardings=mesh_lib.replicated(s.mesh))
+
+
 def jit_train_step(s: Setup, tx, schedule, state_sharding):
   """The loop's train step, jitted over ``s.mesh``: the batch sharded along ``'data'``, the state
-  replicated and donated (``inception_jax.benchmark`` times this same program)."""
+  replicated and donated."""
   config = s.config
   return jax.jit(
       functools.partial(steps.train_step, apply_fn=s.model.apply, tx=tx, schedule=schedule,
@@ -266,6 +270,39 @@ def jit_train_step(s: Setup, tx, schedule, state_sharding):
                         aux_weight=config.loss.aux_weight, ema_decay=config.ema_decay),
       in_shardings=(state_sharding, mesh_lib.batch_sharded(s.mesh)),
       out_shardings=(state_sharding, mesh_lib.replicated(s.mesh)), donate_argnums=(0,))
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """The programs of a run of ``config`` and the shardings they agree on: what
+  :func:`train_and_evaluate` runs, what the benchmarks time and what notebooks can call."""
+  setup: Setup
+  tx: Any  # optax.GradientTransformation
+  schedule: Callable[[jax.Array], jax.Array]
+  create: Callable[[jax.Array], train_state.TrainState]  # rng -> state (not jitted)
+  abstract: train_state.TrainState  # jax.ShapeDtypeStruct leaves, with their shardings
+  state_sharding: Any
+  train_step: Any  # jitted (state, batch) -> (state, metrics); donates the state
+
+  def init(self, rng: jax.Array) -> train_state.TrainState:
+    """A fresh state, initialised straight into its sharding."""
+    return jax.jit(self.create, out_shardings=self.state_sharding)(rng)
+
+  def eval_step(self, apply_fn: Callable | None = None):
+    """The jitted eval step of evaluation (``apply_fn`` defaults to the model's)."""
+    return jit_eval_step(self.setup, apply_fn or self.setup.model.apply, self.state_sharding)
+
+
+def build(config, s: Setup | None = None) -> Program:
+  """The training program of ``config`` (``s``: its :func:`setup`, computed when not given).
+  Nothing is compiled until a step is first called or lowered."""
+  s = setup(config) if s is None else s
+  tx, schedule = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)
+  create, abstract = abstract_state(s, tx)
+  state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
+  return Program(setup=s, tx=tx, schedule=schedule, create=create, abstract=abstract,
+                 state_sharding=state_sharding,
+                 train_step=jit_train_step(s, tx, schedule, state_sharding))
 
 
 class _Preemption:
@@ -336,9 +373,9 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
   s = setup(config)
   workdir = os.path.abspath(workdir)
   is_main = jax.process_index() == 0
-  tx, schedule = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)
-  create, abstract = _abstract_state(s, tx)
-  state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
+  program = build(config, s)
+  tx, create, abstract = program.tx, program.create, program.abstract
+  state_sharding = program.state_sharding
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints,
                                  keep_best=config.keep_best_checkpoints)
   ckpt.check_compatible(abstract, model=config.model.name, saved_model=_saved_model(workdir))
@@ -364,7 +401,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
            config.optimizer.name, s.peak_lr, config.optimizer.lr, config.batch_size,
            config.optimizer.lr_batch)
 
-  train_step = jit_train_step(s, tx, schedule, state_sharding)
+  train_step = program.train_step
   run_eval = _make_eval(s, s.model.apply, state_sharding)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard)
   host_batches = data.batches(config.data, config.data.train_split,

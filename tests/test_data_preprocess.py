@@ -182,10 +182,11 @@ def _data(**kw):
 
 # config.data fields -> the pipelines they build
 SPECS = [
+    # the defaults (inception_jax/data/defaults.py): TF-slim's, colour distortion in fast mode
     (dict(), 'train',
      'inception_crop(area_min=0.05, area_max=1.0, aspect_min=0.75, aspect_max=1.3333333333333333, '
      "min_object_covered=0.1, max_attempts=100, use_bbox=True)|resize(299, 'bilinear')|flip_lr|"
-     'value_range(-1, 1)'),
+     "color_distort('fast')|value_range(-1, 1)"),
     (dict(crop_area_min=0.08, random_interpolation=True, color_distortion='full', flip=False),
      'train',
      'inception_crop(area_min=0.08, area_max=1.0, aspect_min=0.75, aspect_max=1.3333333333333333, '

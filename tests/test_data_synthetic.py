@@ -3,6 +3,7 @@ order; a smoke run of the input benchmark."""
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from inception_jax import data, mesh as mesh_lib
+from inception_jax import data, machine, mesh as mesh_lib
 from inception_jax.data import order, prefetch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,13 +91,17 @@ def test_prefetch_to_device_keeps_order_and_shards():
 def test_benchmark_runs_and_reports(tmp_path):
   cmd = [sys.executable, '-m', 'inception_jax.data.benchmark', '--dir', str(tmp_path),
          '--num_images', '12', '--image_size', '48', '--batch_size', '4', '--batches', '2',
-         '--warmup', '1', '--pipelines', 'train', '--json']
+         '--warmup', '1', '--pipelines', 'train', '--allow_load', '--json']
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
   assert out.returncode == 0, out.stderr[-3000:]
   report = json.loads(out.stdout)
   for key in ('date', 'machine', 'command', 'images', 'results', 'load_average_before_after'):
     assert key in report
+  assert report['vector_extensions'] == machine.vector_extensions()
+  assert report['loaded'] == (report['load_average_before_after'][0] > 0.5)
   train = report['results']['train']
-  assert train['per_core_images_per_s'] > 0 and train['total_images_per_s'] > 0
+  assert len(train['per_core_runs']) == len(train['total_runs']) == report['repeats'] == 3
+  assert train['per_core_images_per_s'] == statistics.median(train['per_core_runs'])
+  assert train['total_images_per_s'] == statistics.median(train['total_runs'])
   assert train['spec'].startswith('inception_crop(')
   assert 280 <= report['images']['mean_pixels'] ** 0.5 <= 560  # photograph-sized

@@ -35,6 +35,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from inception_jax.data import defaults
+
 # ImageNet-1k (ILSVRC-2012): the papers' dataset. The input pipeline for it is registered in
 # inception_jax.data under this name.
 IMAGENET = 'imagenet2012'
@@ -130,29 +132,9 @@ def data_fields(name: str, image_size: int) -> ml_collections.ConfigDict:
   d.download = False
   d.holdout_fraction = 0.1
   d.threads = 0
-  d.use_bboxes = True
-  d.crop_area_min = 0.05  # TF-slim; GoogLeNet's recipe takes 8% (v1.py)
-  d.crop_area_max = 1.0
-  d.crop_aspect_min = 3 / 4
-  d.crop_aspect_max = 4 / 3
-  d.crop_min_object_covered = 0.1
-  d.crop_max_attempts = 100
-  d.train_interpolation = 'bilinear'
-  d.random_interpolation = False
-  d.flip = True
-  d.color_distortion = 'fast'
-  d.normalization = 'inception'
-  d.eval_crop_fraction = 0.875
-  d.eval_resize = 'crop_then_resize'
-  d.eval_resize_size = 0
-  d.eval_interpolation = 'bilinear'
-  d.eval_antialias = False
-  d.pp_train = ''
-  d.pp_eval = ''
+  d.update(defaults.PREPROCESS)  # TF-slim's inception_preprocessing
   d.augment = 0.0
-  d.synthetic_classes = 1000
-  d.synthetic_train_examples = 1_281_167
-  d.synthetic_eval_examples = 50_000
+  d.update(defaults.SYNTHETIC)  # ImageNet-1k's sizes
   return d
 
 

@@ -41,6 +41,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from inception_jax import errors
+
 Batch = dict[str, np.ndarray]
 
 
@@ -86,7 +88,8 @@ def kind(name: str) -> str:
   other name (a TFDS dataset such as ``'imagenet2012'``; its module says so when TFDS does not
   know it)."""
   if not isinstance(name, str) or not name:
-    raise ValueError(f'config.data.name={name!r}: name a dataset ({", ".join(names())}, '
+    raise errors.ConfigError(
+        'data.name', f'config.data.name={name!r}: name a dataset ({", ".join(names())}, '
                      "'imagefolder:PATH' or a TFDS name)")
   if name in _REGISTRY or name in _MODULES:
     return name
@@ -94,7 +97,8 @@ def kind(name: str) -> str:
   if sep and prefix in _PREFIXED:
     return prefix  # its module checks what follows the colon
   if sep:
-    raise ValueError(f'config.data.name={name!r}: unknown prefix {prefix + ":"!r}; known: '
+    raise errors.ConfigError(
+        'data.name', f'config.data.name={name!r}: unknown prefix {prefix + ":"!r}; known: '
                      f'{", ".join(p + ":" for p in _PREFIXED)}')
   return 'tfds'
 
@@ -104,7 +108,7 @@ def _get(name: str) -> _Dataset:
   if key not in _REGISTRY and key in _MODULES:
     importlib.import_module(_MODULES[key])
   if key not in _REGISTRY:
-    raise ValueError(f'config.data.name: unknown dataset {name!r}; known: {", ".join(names())}')
+    raise errors.ConfigError('data.name', f'unknown dataset {name!r}; known: {", ".join(names())}')
   return _REGISTRY[key]
 
 

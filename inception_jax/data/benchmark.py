@@ -13,7 +13,11 @@ before TensorFlow starts, so every thread of the process shares them): the one-c
 figure on all cores (``total``), each as images per second of wall time and per CPU-second the
 process used (all its threads; on a machine shared with other work the wall-time figures fall
 with the load, the CPU-time ones much less). The files are read from the page cache after the
-first pass: this measures decoding and preprocessing, not the disk.
+first pass: this measures decoding and preprocessing, not the disk. Each figure is the median of
+``--repeats`` (at least 3) measurements; the report records the CPU with its vector extensions
+and the 1-minute load average before the run, which must be at most ``--max_load`` (0.5; the
+tool waits ``--idle_wait`` seconds for it, then refuses, unless ``--allow_load`` marks the report
+``loaded``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import datetime
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +35,8 @@ import time
 
 import numpy as np
 
-from inception_jax.benchmark import cpu_name
+from inception_jax import machine
+from inception_jax.data import defaults
 
 _PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg', 'motorcycle_left.png',
            'hubble_deep_field.jpg', 'retina.jpg', 'immunohistochemistry.png', 'color.png')
@@ -169,16 +175,24 @@ def main(argv=None) -> dict:
   p.add_argument('--batch_size', type=int, default=64)
   p.add_argument('--batches', type=int, default=16, help='timed batches per measurement')
   p.add_argument('--warmup', type=int, default=3)
-  p.add_argument('--color_distortion', default='fast', choices=['none', 'fast', 'full'],
-                 help="the configs' default: TF-slim's fast mode")
+  p.add_argument('--color_distortion', default=defaults.PREPROCESS['color_distortion'],
+                 choices=['none', 'fast', 'full'], help="the configs' default")
   p.add_argument('--random_interpolation', action='store_true')
-  p.add_argument('--eval_resize', default='crop_then_resize')
-  p.add_argument('--eval_interpolation', default='bilinear')
+  p.add_argument('--eval_resize', default=defaults.PREPROCESS['eval_resize'])
+  p.add_argument('--eval_interpolation', default=defaults.PREPROCESS['eval_interpolation'])
+  p.add_argument('--repeats', type=int, default=3, help='measurements; the median is reported')
+  p.add_argument('--max_load', type=float, default=machine.IDLE_LOAD,
+                 help='refuse to run above this 1-minute load average')
+  p.add_argument('--idle_wait', type=float, default=120.0,
+                 help='seconds to wait for the load to fall below --max_load')
+  p.add_argument('--allow_load', action='store_true', help='run anyway, marked "loaded"')
   p.add_argument('--pipelines', default='train,eval')
   p.add_argument('--json', action='store_true', help='print one JSON object')
   p.add_argument('--worker', default='', help=argparse.SUPPRESS)
   p.add_argument('--cores', default='', help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  if args.repeats < 3:
+    p.error(f'--repeats must be at least 3, got {args.repeats}')
 
   if args.worker:  # pin first: TensorFlow's threads then share these cores
     os.sched_setaffinity(0, {int(c) for c in args.cores.split(',')})
@@ -198,20 +212,32 @@ def main(argv=None) -> dict:
     stats = {'mean_kb': float(np.mean([os.path.getsize(q) for q in paths])) / 1024}
     from PIL import Image
     stats['mean_pixels'] = float(np.mean([np.prod(Image.open(q).size) for q in paths[:200]]))
-  load_before = os.getloadavg()
+  load_before = machine.load_average() if args.allow_load else machine.wait_for_idle(
+      args.max_load, args.idle_wait)
+  if load_before > args.max_load and not args.allow_load:
+    p.error(f'the 1-minute load average is {load_before:.2f}, above --max_load {args.max_load}: '
+            'the machine is not idle; stop what else runs, or pass --allow_load')
   results = {}
   for kind in args.pipelines.split(','):
-    one = _run_worker(args, kind, all_cores[:1])
-    full = _run_worker(args, kind, all_cores)
-    results[kind] = {'spec': one['spec'], 'per_core_images_per_s': one['images_per_s'],
+    ones = [_run_worker(args, kind, all_cores[:1]) for _ in range(args.repeats)]
+    fulls = [_run_worker(args, kind, all_cores) for _ in range(args.repeats)]
+    one = {k: statistics.median(r[k] for r in ones) for k in ('images_per_s', 'images_per_cpu_s')}
+    full = {k: statistics.median(r[k] for r in fulls)
+            for k in ('images_per_s', 'images_per_cpu_s')}
+    results[kind] = {'spec': ones[0]['spec'], 'per_core_images_per_s': one['images_per_s'],
+                     'per_core_runs': [r['images_per_s'] for r in ones],
                      'images_per_cpu_s': one['images_per_cpu_s'],
                      'total_images_per_s': full['images_per_s'], 'cores': len(all_cores),
+                     'total_runs': [r['images_per_s'] for r in fulls],
                      'total_per_core_images_per_s': full['images_per_s'] / len(all_cores),
                      'total_images_per_cpu_s': full['images_per_cpu_s']}
+  described = machine.describe()
   report = {
       'date': datetime.date.today().isoformat(),
-      'machine': f'{cpu_name()}, {os.cpu_count()} cores ({len(all_cores)} usable)',
-      'load_average_before_after': [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+      'machine': f'{machine.cpu_label(described)} ({len(all_cores)} usable)',
+      'vector_extensions': described['vector_extensions'], 'repeats': args.repeats,
+      'loaded': load_before > args.max_load,
+      'load_average_before_after': [round(load_before, 2), round(machine.load_average(), 2)],
       'images': {'dir': args.dir, 'count': args.num_images, **{k: round(v, 1)
                                                                for k, v in stats.items()}},
       'image_size': args.image_size, 'batch_size': args.batch_size,
@@ -224,7 +250,8 @@ def main(argv=None) -> dict:
   else:
     print(f'input pipeline throughput, {report["date"]}, {report["machine"]}, load average '
           f'{report["load_average_before_after"][0]} before / '
-          f'{report["load_average_before_after"][1]} after')
+          f'{report["load_average_before_after"][1]} after'
+          + (' (loaded)' if report['loaded'] else '') + f'; medians of {args.repeats} runs')
     print(f'{args.num_images} JPEGs, mean {stats["mean_pixels"] ** 0.5:.0f}^2 pixels '
           f'({stats["mean_kb"]:.0f} KB), image size {args.image_size}, batch {args.batch_size}, '
           f'{report["timed_images"]} images timed per measurement')

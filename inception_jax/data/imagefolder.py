@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from inception_jax import data as data_lib
+from inception_jax import data as data_lib, errors
 from inception_jax.data import pipeline
 
 PREFIX = 'imagefolder:'
@@ -39,7 +39,8 @@ _SPLIT_DIRS = {'train': ('train',), 'validation': ('val', 'validation'), 'test':
 def root_of(config) -> str:
   name = config.name
   if not name.startswith(PREFIX) or not name[len(PREFIX):]:
-    raise ValueError(f"config.data.name={name!r}: an image folder is named 'imagefolder:PATH'")
+    raise errors.ConfigError(
+        'data.name', f"config.data.name={name!r}: an image folder is named 'imagefolder:PATH'")
   return os.path.abspath(os.path.expanduser(name[len(PREFIX):]))
 
 
@@ -65,7 +66,7 @@ def _class_folders(folder: str) -> dict[str, list[str]]:
 def scan(root: str, holdout_fraction: float) -> tuple[list[str], dict[str, tuple]]:
   """``(class names, {split: (paths, labels)})`` of the folder ``root``."""
   if not os.path.isdir(root):
-    raise ValueError(f'imagefolder:{root}: no such folder')
+    raise errors.ConfigError('data.name', f"config.data.name='{PREFIX}{root}': no such folder")
   dirs = {split: next((os.path.join(root, d) for d in names
                        if os.path.isdir(os.path.join(root, d))), None)
           for split, names in _SPLIT_DIRS.items()}
@@ -73,16 +74,17 @@ def scan(root: str, holdout_fraction: float) -> tuple[list[str], dict[str, tuple
   per_class = _class_folders(train_dir)
   classes = sorted(per_class)
   if not classes or not any(per_class.values()):
-    raise ValueError(
-        f'imagefolder:{root}: no images in {train_dir} (expected one subfolder per class holding '
-        f'{"/".join(EXTENSIONS)} files, in PATH/train/ and PATH/val/ or directly in PATH)')
+    raise errors.ConfigError(
+        'data.name', f'{PREFIX}{root}: no images in {train_dir} (expected one subfolder per '
+                     f'class holding {"/".join(EXTENSIONS)} files, in PATH/train/ and PATH/val/ '
+                     'or directly in PATH)')
   label_of = {c: i for i, c in enumerate(classes)}
 
   def flat(groups: dict[str, list[str]], folder: str):
     unknown = sorted(set(groups) - set(label_of))
     if unknown:
-      raise ValueError(f'imagefolder:{root}: classes {unknown} of {folder} are not classes of '
-                       f'{train_dir}')
+      raise errors.ConfigError('data.name', f'{PREFIX}{root}: classes {unknown} of {folder} are '
+                                            f'not classes of {train_dir}')
     paths = [p for c in sorted(groups) for p in groups[c]]
     labels = [label_of[c] for c in sorted(groups) for _ in groups[c]]
     return np.asarray(paths, dtype=object), np.asarray(labels, np.int32)

@@ -32,6 +32,9 @@ from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 
+from inception_jax import errors
+from inception_jax.data import defaults
+
 Features = dict[str, Any]
 Op = Callable[[Features], Features]
 
@@ -390,15 +393,17 @@ def _normalization(name: str) -> str:
   if name == 'inception':
     return 'value_range(-1, 1)'
   if name not in NORMALIZATIONS:
-    raise ValueError(f'config.data.normalization={name!r}; choose one of '
-                     f'{", ".join(NORMALIZATIONS)}')
+    raise errors.ConfigError(
+        'data.normalization', f'config.data.normalization={name!r}; choose one of '
+                              f'{", ".join(NORMALIZATIONS)}')
   from inception_jax import pretrained
-  p = getattr(pretrained, name.upper())
+  p = pretrained.NORMALIZATIONS[name]
   return (f'normalize({tuple(p["mean"])}, {tuple(p["std"])}, scale={p["scale"]}, '
           f'bgr={p["bgr"]})')
 
 
-def _get(config, field, default):
+def _get(config, field):
+  default = defaults.PREPROCESS[field]
   value = config.get(field, default) if hasattr(config, 'get') else getattr(config, field, default)
   return default if value is None else value
 
@@ -406,28 +411,30 @@ def _get(config, field, default):
 def train_spec(config) -> str:
   """The training pipeline of ``config.data`` (``pp_train`` when set, else built from the
   fields): TF-slim's ``preprocess_for_train``."""
-  if _get(config, 'pp_train', ''):
+  if _get(config, 'pp_train'):
     return config.pp_train
   size = int(config.image_size)
-  ops = [f'inception_crop(area_min={_get(config, "crop_area_min", 0.05)}, '
-         f'area_max={_get(config, "crop_area_max", 1.0)}, '
-         f'aspect_min={_get(config, "crop_aspect_min", 3 / 4)}, '
-         f'aspect_max={_get(config, "crop_aspect_max", 4 / 3)}, '
-         f'min_object_covered={_get(config, "crop_min_object_covered", 0.1)}, '
-         f'max_attempts={_get(config, "crop_max_attempts", 100)}, '
-         f'use_bbox={bool(_get(config, "use_bboxes", True))})']
-  if _get(config, 'random_interpolation', False):
+  ops = [f'inception_crop(area_min={_get(config, "crop_area_min")}, '
+         f'area_max={_get(config, "crop_area_max")}, '
+         f'aspect_min={_get(config, "crop_aspect_min")}, '
+         f'aspect_max={_get(config, "crop_aspect_max")}, '
+         f'min_object_covered={_get(config, "crop_min_object_covered")}, '
+         f'max_attempts={_get(config, "crop_max_attempts")}, '
+         f'use_bbox={bool(_get(config, "use_bboxes"))})']
+  if _get(config, 'random_interpolation'):
     ops.append(f'random_resize({size})')
   else:
-    ops.append(f'resize({size}, {_get(config, "train_interpolation", "bilinear")!r})')
-  if _get(config, 'flip', True):
+    ops.append(f'resize({size}, {_get(config, "train_interpolation")!r})')
+  if _get(config, 'flip'):
     ops.append('flip_lr')
-  colour = _get(config, 'color_distortion', 'none')
+  colour = _get(config, 'color_distortion')
   if colour not in ('none', 'fast', 'full'):
-    raise ValueError(f"config.data.color_distortion={colour!r}; choose 'none', 'fast' or 'full'")
+    raise errors.ConfigError('data.color_distortion',
+                             f"config.data.color_distortion={colour!r}; choose 'none', 'fast' "
+                             "or 'full'")
   if colour != 'none':
     ops.append(f'color_distort({colour!r})')
-  ops.append(_normalization(_get(config, 'normalization', 'inception')))
+  ops.append(_normalization(_get(config, 'normalization')))
   return '|'.join(ops)
 
 
@@ -442,23 +449,25 @@ def eval_spec(config) -> str:
   to ``eval_resize_size`` (default ``floor(image_size / eval_crop_fraction)``, timm's rule), then
   the central ``image_size`` square.
   """
-  if _get(config, 'pp_eval', ''):
+  if _get(config, 'pp_eval'):
     return config.pp_eval
   size = int(config.image_size)
-  fraction = float(_get(config, 'eval_crop_fraction', 0.875))
-  method = _get(config, 'eval_interpolation', 'bilinear')
-  antialias = bool(_get(config, 'eval_antialias', False))
-  mode = _get(config, 'eval_resize', 'crop_then_resize')
+  fraction = float(_get(config, 'eval_crop_fraction'))
+  method = _get(config, 'eval_interpolation')
+  antialias = bool(_get(config, 'eval_antialias'))
+  mode = _get(config, 'eval_resize')
   if mode == 'crop_then_resize':
     ops = [f'central_crop({fraction})', f'resize({size}, {method!r}, antialias={antialias})']
   elif mode == 'resize_then_crop':
-    shorter = int(_get(config, 'eval_resize_size', 0)) or int(math.floor(size / fraction))
+    shorter = int(_get(config, 'eval_resize_size')) or int(math.floor(size / fraction))
     if shorter < size:
-      raise ValueError(f'config.data.eval_resize_size={shorter} is below config.data.image_size='
-                       f'{size}: the centre crop would not fit')
+      raise errors.ConfigError('data.eval_resize_size',
+                               f'config.data.eval_resize_size={shorter} is below '
+                               f'config.data.image_size={size}: the centre crop would not fit')
     ops = ['decode', f'resize_shorter({shorter}, {method!r}, antialias={antialias})',
            f'center_crop({size})']
   else:
-    raise ValueError(f'config.data.eval_resize={mode!r}; choose one of {", ".join(EVAL_RESIZES)}')
-  ops.append(_normalization(_get(config, 'normalization', 'inception')))
+    raise errors.ConfigError('data.eval_resize', f'config.data.eval_resize={mode!r}; choose one '
+                                                 f'of {", ".join(EVAL_RESIZES)}')
+  ops.append(_normalization(_get(config, 'normalization')))
   return '|'.join(ops)

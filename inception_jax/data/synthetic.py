@@ -14,15 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 from inception_jax import data as data_lib
+from inception_jax.data import defaults
 from inception_jax.data.order import TrainOrder
-
-DEFAULTS = {'synthetic_classes': 1000, 'synthetic_train_examples': 1_281_167,
-            'synthetic_eval_examples': 50_000}
-
 
 def _get(config, field):
   value = config.get(field, None)
-  return DEFAULTS[field] if value is None else int(value)
+  return defaults.SYNTHETIC[field] if value is None else int(value)
 
 
 def info(config) -> data_lib.DatasetInfo:

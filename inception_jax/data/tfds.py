@@ -33,7 +33,7 @@ import os
 
 import numpy as np
 
-from inception_jax import data as data_lib
+from inception_jax import data as data_lib, errors
 from inception_jax.data import pipeline
 
 log = logging.getLogger('inception_jax.data')
@@ -72,7 +72,8 @@ def builder(config):
   try:
     b = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    raise ValueError(f'config.data.name: unknown dataset {config.name!r}: neither a dataset of '
+    raise errors.ConfigError(
+        'data.name', f'unknown dataset {config.name!r}: neither a dataset of '
                      f'inception_jax.data ({_known_datasets()}) nor a TFDS dataset') from None
   if not b.is_prepared():
     _prepare(b, config)
@@ -110,8 +111,9 @@ def _prepare(b, config) -> None:
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   except Exception as err:  # noqa: BLE001 - any failure is reported with what to do about it
     if manual:
-      raise ValueError(_manual_message(b, config, manual_dir, err)) from err
-    raise ValueError(f'config.data.name={config.name!r}: could not download and prepare it in '
+      raise errors.ConfigError('data.name', _manual_message(b, config, manual_dir, err)) from err
+    raise errors.ConfigError(
+        'data.name', f'config.data.name={config.name!r}: could not download and prepare it in '
                      f'{where}: {type(err).__name__}: {err}') from err
 
 
@@ -142,19 +144,23 @@ def _check_features(b, config) -> tuple[int, str | None]:
   features = b.info.features
   keys = list(features.keys()) if hasattr(features, 'keys') else []
   if 'image' not in keys or 'label' not in keys:
-    raise ValueError(f'config.data.name={config.name!r}: an image classification dataset needs '
+    raise errors.ConfigError(
+        'data.name', f'config.data.name={config.name!r}: an image classification dataset needs '
                      f'"image" and "label" features; {b.name} has {keys}')
   image = features['image']
   shape = tuple(getattr(image, 'shape', ()))
   if len(shape) != 3 or shape[-1] not in (None, 1, 3, 4):
-    raise ValueError(f'config.data.name={config.name!r}: images of rank {len(shape)} '
+    raise errors.ConfigError(
+        'data.name', f'config.data.name={config.name!r}: images of rank {len(shape)} '
                      f'(shape {shape}); expected [height, width, channels] images')
   if not isinstance(image, tfds.features.Image):
-    raise ValueError(f'config.data.name={config.name!r}: its "image" feature is a '
+    raise errors.ConfigError(
+        'data.name', f'config.data.name={config.name!r}: its "image" feature is a '
                      f'{type(image).__name__}, not an (encoded) Image')
   label = features['label']
   if not isinstance(label, tfds.features.ClassLabel):
-    raise ValueError(f'config.data.name={config.name!r}: its "label" feature is a '
+    raise errors.ConfigError(
+        'data.name', f'config.data.name={config.name!r}: its "label" feature is a '
                      f'{type(label).__name__}, not a ClassLabel')
   bbox = None
   if 'bbox' in keys and isinstance(features['bbox'], tfds.features.BBoxFeature):

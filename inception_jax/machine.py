@@ -1,0 +1,128 @@
+"""What a benchmark records about the machine it ran on: the CPU and its vector extensions, the
+load, the process' CPU time and memory. Figures from a CPU are only comparable on the same CPU
+with the same extensions and nothing else running, so every benchmark row carries these."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+
+# /proc/cpuinfo flags -> the names the benchmark tables print, in that order (XLA:CPU and oneDNN
+# pick their kernels by these: AVX2+FMA, AVX-512, VNNI int8 dot products, BF16 and AMX tiles).
+VECTOR_EXTENSIONS = (
+    ('avx2', 'AVX2'), ('fma', 'FMA'), ('avx512f', 'AVX-512'), ('avx512_vnni', 'AVX512-VNNI'),
+    ('avx_vnni', 'AVX-VNNI'), ('avx512_bf16', 'AVX512-BF16'), ('amx_bf16', 'AMX-BF16'),
+    ('neon', 'NEON'), ('asimd', 'ASIMD'), ('sve', 'SVE'))
+
+# Above this 1-minute load average the machine is not idle: something else competes for the
+# cores, and wall-clock figures fall with it (unevenly between frameworks).
+IDLE_LOAD = 0.5
+
+
+def _cpuinfo() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      return f.read()
+  except OSError:
+    return ''
+
+
+def cpu_name(cpuinfo: str | None = None) -> str:
+  for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+    if line.startswith('model name'):
+      return line.split(':', 1)[1].strip()
+  return platform.processor() or platform.machine()
+
+
+def vector_extensions(cpuinfo: str | None = None) -> list[str]:
+  """The :data:`VECTOR_EXTENSIONS` this CPU reports (first processor's ``flags`` or
+  ``Features`` line); empty where /proc/cpuinfo is missing."""
+  flags: set[str] = set()
+  for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+    key, sep, value = line.partition(':')
+    if sep and key.strip() in ('flags', 'Features'):
+      flags = set(value.split())
+      break
+  return [name for flag, name in VECTOR_EXTENSIONS if flag in flags]
+
+
+def describe() -> dict:
+  """The CPU of this machine: model, extensions, cores usable by this process."""
+  usable = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  return {'cpu': cpu_name(), 'vector_extensions': vector_extensions(),
+          'cpu_count': os.cpu_count(), 'usable_cores': usable}
+
+
+def cpu_label(d: dict) -> str:
+  """``AMD EPYC (AVX2, AVX-512, ...), 2 cores``: one table cell."""
+  ext = ', '.join(d.get('vector_extensions') or ()) or 'no AVX2'
+  return f'{d["cpu"]} ({ext}), {d["cpu_count"]} cores'
+
+
+def load_average() -> float:
+  """The 1-minute load average (NaN where the OS has none)."""
+  try:
+    return os.getloadavg()[0]
+  except OSError:
+    return float('nan')
+
+
+def wait_for_idle(threshold: float = IDLE_LOAD, timeout: float = 0.0,
+                  poll: float = 5.0) -> float:
+  """Waits up to ``timeout`` seconds for the 1-minute load average to fall to ``threshold``
+  (it decays with a one-minute time constant after a previous run); returns the last reading."""
+  deadline = time.monotonic() + timeout
+  load = load_average()
+  while load > threshold and time.monotonic() < deadline:
+    time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+    load = load_average()
+  return load
+
+
+def cpu_seconds() -> float:
+  """User + system CPU time of this process (all its threads) so far."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def rss_high_water() -> int:
+  """Peak resident set of this process so far, bytes (Linux reports KiB, macOS bytes)."""
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak if sys.platform == 'darwin' else peak * 1024
+
+
+def rss_now() -> int:
+  """Resident set of this process now, bytes (the high-water mark where /proc is missing)."""
+  try:
+    with open('/proc/self/statm') as f:
+      return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+  except OSError:
+    return rss_high_water()
+
+
+class RssSampler:
+  """Largest resident set seen while the block runs, sampled every ``interval`` seconds."""
+
+  def __init__(self, interval: float = 0.02):
+    self.interval, self.peak = interval, 0
+    self._stop = threading.Event()
+
+  def _run(self):
+    while not self._stop.is_set():
+      self.peak = max(self.peak, rss_now())
+      self._stop.wait(self.interval)
+
+  def __enter__(self):
+    self.peak = rss_now()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.peak = max(self.peak, rss_now())

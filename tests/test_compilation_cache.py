@@ -1,0 +1,91 @@
+"""The entry points' persistent compilation cache (``experiments/cli.py``): on by default in a
+directory outside the workdir, reused by a second process, off with ``--compilation_cache=``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from experiments import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A process as experiments.train starts one: flags parsed, the cache enabled from the flag; then
+# one jitted program, and the cache events JAX recorded for it.
+_SCRIPT = """
+import json, sys
+from absl import flags
+import jax, jax.numpy as jnp
+from experiments import cli
+events = []
+jax.monitoring.register_event_listener(lambda event, **kw: events.append(event))
+flags.FLAGS(['train'] + sys.argv[1:])
+directory = cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
+f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum())
+f(jnp.ones((64, 64))).block_until_ready()
+print(json.dumps({'dir': directory, 'config_dir': jax.config.jax_compilation_cache_dir,
+                  'hits': events.count('/jax/compilation_cache/cache_hits'),
+                  'misses': events.count('/jax/compilation_cache/cache_misses')}))
+"""
+
+
+def _process(*argv: str, **env: str) -> dict:
+  environ = {k: v for k, v in os.environ.items() if not k.startswith('JAX_COMPILATION_CACHE')}
+  # The tiny program compiles in milliseconds: cache it anyway (the user's setting wins).
+  environ.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', JAX_PLATFORMS='cpu',
+                 PYTHONPATH=REPO, **env)
+  proc = subprocess.run([sys.executable, '-c', _SCRIPT, *argv], cwd=REPO, env=environ,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_reuses_the_compiled_program(tmp_path):
+  cache = tmp_path / 'cache'
+  first = _process(f'--compilation_cache={cache}')
+  assert first['dir'] == first['config_dir'] == str(cache)
+  programs = first['misses']  # the jitted function and the array constructors before it
+  assert first['hits'] == 0 and programs >= 1
+  assert len(os.listdir(cache)) == programs
+  second = _process(f'--compilation_cache={cache}')
+  assert (second['hits'], second['misses']) == (programs, 0)
+  assert len(os.listdir(cache)) == programs
+
+
+def test_on_by_default_under_xdg_cache_home_and_off_with_an_empty_flag(tmp_path):
+  default = _process(XDG_CACHE_HOME=str(tmp_path / 'xdg'))
+  assert default['dir'] == str(tmp_path / 'xdg' / 'inception_jax' / 'jax_cache')
+  assert os.listdir(default['dir'])
+  off = _process('--compilation_cache=', XDG_CACHE_HOME=str(tmp_path / 'xdg2'))
+  assert off['dir'] is None and off['config_dir'] is None
+  assert (off['hits'], off['misses']) == (0, 0)
+  assert not (tmp_path / 'xdg2').exists()
+
+
+def test_default_directory(monkeypatch, tmp_path):
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  assert cli.default_compilation_cache() == str(tmp_path / 'inception_jax' / 'jax_cache')
+  monkeypatch.delenv('XDG_CACHE_HOME')
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  assert cli.default_compilation_cache() == str(tmp_path / 'home' / '.cache' / 'inception_jax' /
+                                                'jax_cache')
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path / 'jax'))  # JAX's own variable
+  assert cli.default_compilation_cache() == str(tmp_path / 'jax')
+
+
+def test_min_compile_time(monkeypatch, tmp_path):
+  import jax
+  before = (jax.config.jax_compilation_cache_dir,
+            jax.config.jax_persistent_cache_min_compile_time_secs)
+  monkeypatch.delenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', raising=False)
+  try:
+    assert cli.enable_compilation_cache(str(tmp_path)) == str(tmp_path)
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == cli.MIN_COMPILE_SECS
+    assert cli.enable_compilation_cache('') is None
+  finally:
+    jax.config.update('jax_compilation_cache_dir', before[0])
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', before[1])
+
