@@ -49,8 +49,11 @@ def train_step(state: TrainState, batch: Batch, *, apply_fn: Callable[..., Any],
       state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  # ema_decay is per step (optim.ema_step_decay); weights and BatchNorm statistics alike.
   decay = optim.ema_decay(state.step, ema_decay)
-  ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+  average = lambda e, p: decay * e + (1.0 - decay) * p  # noqa: E731
+  ema = jax.tree.map(average, state.ema_params, params)
+  ema_stats = jax.tree.map(average, state.ema_batch_stats, batch_stats)
   metrics = {
       'loss': loss, **parts,
       'top1': losses.masked_mean(losses.topk_correct(logits, labels, 1), mask),
@@ -62,14 +65,24 @@ def train_step(state: TrainState, batch: Batch, *, apply_fn: Callable[..., Any],
   # data and the schedule move on); the loop stops on it or, by config, counts it and goes on.
   finite = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
   metrics['nonfinite'] = 1.0 - finite.astype(jnp.float32)
-  updated = dict(params=params, batch_stats=batch_stats, opt_state=opt_state, ema_params=ema)
-  kept = dict(params=state.params, batch_stats=state.batch_stats, opt_state=state.opt_state,
-              ema_params=state.ema_params)
+  updated = dict(params=params, batch_stats=batch_stats, opt_state=opt_state, ema_params=ema,
+                 ema_batch_stats=ema_stats)
+  kept = dict(params=state.params, batch_stats=state.batch_stats,
+              opt_state=_with_counts(state.opt_state, opt_state), ema_params=state.ema_params,
+              ema_batch_stats=state.ema_batch_stats)
   chosen = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
   new_state = state.replace(step=state.step + 1,
                             skipped_updates=state.skipped_updates + (~finite).astype(jnp.int32),
                             **chosen)
   return new_state, metrics
+
+
+def _with_counts(old, new):
+  """``old`` optimizer state with the step counters of ``new``: a skipped update keeps the
+  optimizer's slots but not its clock, so that its schedule stays at ``state.step``, the step
+  whose rate is logged."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, o, n: n if getattr(path[-1], 'name', None) == 'count' else o, old, new)
 
 
 def eval_step(params, batch_stats, batch: Batch, *,

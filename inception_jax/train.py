@@ -154,7 +154,8 @@ def restore_state(config, workdir: str, step: int | str | None = None
 
   ``step``: a step number, ``'best'`` (the best by eval top-1) or, by default, the latest.
   The state comes back on the devices of the mesh, replicated, as the train step leaves it; its
-  ``params``/``ema_params`` and ``batch_stats`` go to ``setup.model.apply``.
+  ``params`` with ``batch_stats``, or ``ema_params`` with ``ema_batch_stats``, go to
+  ``setup.model.apply``.
   """
   s = setup(config)
   tx, _ = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)
@@ -194,28 +195,28 @@ def _load_pretrained(path: str, state, tx, sharding):
 # --------------------------------------------------------------------------------- eval
 
 def _make_eval(s: Setup, apply_fn, state_sharding) -> Callable[..., dict[str, float]]:
-  """``run(state, ema=True)``: metrics of the raw weights and, under ``ema_*``, of their EMA
-  (the same numbers without a second pass when ``ema=False``, i.e. when the EMA is the raw
-  weights)."""
+  """``run(state, ema=True)``: metrics of the raw weights and, under ``ema_*``, of the EMA pair
+  (averaged weights with their averaged BatchNorm statistics); ``ema=False``: the raw ones only
+  (a recipe without EMA, converted weights)."""
   config = s.config
   step = jit_eval_step(s, apply_fn, state_sharding)
 
   def run(state, ema: bool = True) -> dict[str, float]:
-    weights = {'': state.params, **({'ema_': state.ema_params} if ema else {})}
+    weights = {'': (state.params, state.batch_stats)}
+    if ema:
+      weights['ema_'] = (state.ema_params, state.ema_batch_stats)
     sums = None
     host = data.batches(config.data, config.data.eval_split,
                         batch_size=mesh_lib.local_batch_size(config.eval_batch_size), train=False,
                         process_index=jax.process_index(), process_count=jax.process_count())
     for batch in prefetch.to_device(host, s.mesh):
-      out = {prefix + k: v for prefix, params in weights.items()
-             for k, v in step(params, state.batch_stats, batch).items()}
+      out = {prefix + k: v for prefix, (params, stats) in weights.items()
+             for k, v in step(params, stats, batch).items()}
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
     _report_skipped(host, 'eval')
-    if not ema:
-      sums.update({'ema_' + k: v for k, v in sums.items()})
     count = float(sums.pop('count'))
-    sums.pop('ema_count')
+    sums.pop('ema_count', None)
     if int(round(count)) != s.num_eval:
       raise RuntimeError(f'eval saw {count} examples, the split has {s.num_eval}')
     return {k: float(v) / count for k, v in sums.items()}
@@ -233,9 +234,12 @@ def _report_skipped(host_batches, what: str) -> int:
 
 
 def _eval_line(step: int, s: Setup, m: dict[str, float]) -> str:
-  return (f'eval @ step {step} (epoch {step / s.steps_per_epoch:.1f}): top-1 {m["top1"]:.2%} '
-          f'top-5 {m["top5"]:.2%} loss {m["loss"]:.4f} | EMA top-1 {m["ema_top1"]:.2%} '
-          f'top-5 {m["ema_top5"]:.2%}')
+  line = (f'eval @ step {step} (epoch {step / s.steps_per_epoch:.1f}): top-1 {m["top1"]:.2%} '
+          f'top-5 {m["top5"]:.2%} loss {m["loss"]:.4f}')
+  if 'ema_top1' in m:
+    line += (f' | EMA top-1 {m["ema_top1"]:.2%} top-5 {m["ema_top5"]:.2%} '
+             f'loss {m["ema_loss"]:.4f}')
+  return line
 
 
 def _best_metric(config, m: dict[str, float]) -> float:
@@ -267,7 +271,8 @@ def jit_train_step(s: Setup, tx, schedule, state_sharding):
   return jax.jit(
       functools.partial(steps.train_step, apply_fn=s.model.apply, tx=tx, schedule=schedule,
                         label_smoothing=config.loss.label_smoothing,
-                        aux_weight=config.loss.aux_weight, ema_decay=config.ema_decay),
+                        aux_weight=config.loss.aux_weight,
+                        ema_decay=optim.ema_step_decay(config)),
       in_shardings=(state_sharding, mesh_lib.batch_sharded(s.mesh)),
       out_shardings=(state_sharding, mesh_lib.replicated(s.mesh)), donate_argnums=(0,))
 
@@ -516,9 +521,8 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
   if is_main and not (first_step == s.total_steps and os.path.exists(path)):
     with open(path, 'w') as f:
       json.dump(results, f, indent=2)
-  log.info('held-out top-1 %.2f%% (EMA %.2f%%), top-5 %.2f%% (EMA %.2f%%) after %d steps, '
-           '%s wall; results in %s', 100 * eval_metrics['top1'], 100 * eval_metrics['ema_top1'],
-           100 * eval_metrics['top5'], 100 * eval_metrics['ema_top5'], s.total_steps,
+  log.info('held-out %s after %d steps, %s wall; results in %s',
+           _eval_line(s.total_steps, s, eval_metrics).split(': ', 1)[1], s.total_steps,
            _duration(results['wall_time_s']), path)
   return results, state
 
@@ -550,11 +554,11 @@ def _renormalize(preprocess: dict[str, Any]) -> Callable[[jax.Array], jax.Array]
 
 def evaluate(config, workdir: str | None = None, *, weights: str | None = None,
              step: int | str | None = None) -> dict[str, float]:
-  """Top-1/top-5 (raw and EMA weights) on ``config.data.eval_split``.
+  """Top-1/top-5 and loss on ``config.data.eval_split``.
 
   Either of a training ``workdir``'s checkpoint (``step``: a number, ``'best'``, or the latest
-  by default) or of converted ``weights`` (a ``python -m inception_jax.convert`` directory,
-  which has no EMA: its EMA figures equal the raw ones).
+  by default; also ``ema_*`` of its EMA pair when the run kept one) or of converted ``weights``
+  (a ``python -m inception_jax.convert`` directory: one set of weights, no ``ema_*``).
   """
   if (workdir is None) == (weights is None):
     raise ValueError('give a workdir or weights, not both')
@@ -570,10 +574,10 @@ def evaluate(config, workdir: str | None = None, *, weights: str | None = None,
                        f'{config.data.name} has {info.num_classes}')
     norm = _renormalize(meta['preprocess'])
     apply_fn = lambda v, x, **kw: model.apply(v, norm(x), **kw)  # noqa: E731
-    params = variables['params']
+    params, stats = variables['params'], variables.get('batch_stats', {})
     state = train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                                   batch_stats=variables.get('batch_stats', {}), opt_state=(),
-                                   ema_params=params, rng=jax.random.PRNGKey(0),
+                                   batch_stats=stats, opt_state=(), ema_params=params,
+                                   ema_batch_stats=stats, rng=jax.random.PRNGKey(0),
                                    skipped_updates=jnp.zeros((), jnp.int32))
     state = jax.device_put(state, sharding)
     s = Setup(config=config, model=model, num_classes=info.num_classes,
@@ -586,8 +590,8 @@ def evaluate(config, workdir: str | None = None, *, weights: str | None = None,
     at = int(jax.device_get(state.step))
     apply_fn, where = s.model.apply, f'{os.path.join(workdir, "checkpoints")} step {at}'
   state_sharding = jax.tree.map(lambda _: sharding, state)
-  result = _make_eval(s, apply_fn, state_sharding)(state, ema=weights is None)
-  log.info('%s on %s/%s (%d images): top-1 %.2f%% top-5 %.2f%% | EMA top-1 %.2f%% top-5 %.2f%%',
-           where, config.data.name, config.data.eval_split, s.num_eval, 100 * result['top1'],
-           100 * result['top5'], 100 * result['ema_top1'], 100 * result['ema_top5'])
+  result = _make_eval(s, apply_fn, state_sharding)(
+      state, ema=weights is None and bool(config.ema_decay))
+  log.info('%s on %s/%s (%d images): %s', where, config.data.name, config.data.eval_split,
+           s.num_eval, _eval_line(at, s, result).split(': ', 1)[1])
   return {**result, 'step': int(at)}

@@ -95,7 +95,8 @@ def compilation_cache(directory: str):
 def check_run(workdir: str, results: dict, steps: int) -> None:
   """What every finished run leaves: results, a metrics line per step, the last checkpoint."""
   assert results['steps'] == steps and results['eval_split'] == 'test'
-  for key in ('top1', 'top5', 'ema_top1', 'ema_top5'):
+  ema = ('ema_top1', 'ema_top5') if 'ema_loss' in results['eval'] else ()
+  for key in ('top1', 'top5', *ema):
     assert 0.0 <= results['eval'][key] <= 1.0
   assert np.isfinite(results['eval']['loss'])
   with open(os.path.join(workdir, 'results.json')) as f:

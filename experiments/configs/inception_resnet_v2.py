@@ -2,14 +2,19 @@ r"""Inception-ResNet-v2 on ImageNet: Szegedy et al. 2016, "Inception-v4, Incepti
 Impact of Residual Connections".
 
 Recipe, Section 5, the same as Inception-v4's (see v4.py): RMSProp (TensorFlow's: decay 0.9,
-momentum 0.9, epsilon 1.0 inside the square root), learning rate 0.045 decayed every two epochs
-by 0.94, evaluation with a running average of the parameters (EMA 0.9999), gradient clipping 2.0
-and label smoothing 0.1 (from Inception v3), L2 4e-5 on kernels (TF-slim). The residual scaling
-(Section 3.3) is part of the model. Rate used: ``0.045 * batch_size / 32`` (linear scaling), 1.44
-at the default batch of 1024.
+momentum 0.9, epsilon 1.0 inside the square root), the rate decayed every two epochs by 0.94,
+evaluation with a running average of the parameters (EMA 0.9999 per update of 32 images, with the
+BatchNorm statistics), gradient clipping 2.0 and label smoothing 0.1 (from Inception v3), L2 4e-5
+on kernels (TF-slim); dropout 0.2 before the classifier (TF-slim's keep 0.8, the model's
+default). The residual scales 0.17 / 0.10 / 0.20 of the 35x35 / 17x17 / 8x8 blocks are TF-slim's
+choice within Section 3.3's 0.1 to 0.3; without scaling, training dies early (Section 3.3).
 
-Published (single crop, ImageNet val, ../shared/REFERENCE.md): TF-slim 80.4 / 95.3 top-1/top-5;
-timm 80.43 / 95.31; Keras 80.3 / 95.3; paper Table 2, 19.9% / 4.9% error.
+Rate: v3's large-batch rate (see v3.py), the Cloud TPU reference's ``0.165 * batch / 256``: 0.66 at
+the default batch of 1024, after 5 epochs of linear warm-up. Length 100 epochs; the rate ends at
+0.94^47 = 0.055 of its peak.
+
+Published (single crop, ImageNet val): TF-slim 80.4 / 95.3 top-1/top-5; timm 80.43 / 95.31; Keras
+80.3 / 95.3; paper Table 2, 19.9% / 4.9% error.
 
     python -m experiments.train --config=inception_resnet_v2.py --workdir=workdirs/irv2
 

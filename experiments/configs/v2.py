@@ -1,16 +1,18 @@
 r"""Inception v2 (BN-Inception) on ImageNet: Ioffe & Szegedy 2015, "Batch Normalization".
 
 Recipe, Section 4.2.1 ("Accelerating BN Networks"), the BN-x30 network: SGD with momentum (0.9;
-the momentum value is not given), mini-batch 32 (Section 4.2), the initial learning rate raised
-30x to 0.045, dropout removed, the L2 weight decay reduced 5x, the learning-rate decay made 6x
-faster, LRN removed. The paper gives neither Inception's L2 weight nor its decay schedule: we
-take TF-slim's 4e-5 (so 8e-6 here) and GoogLeNet's 4% every 8 epochs (so 4% every 4/3 epochs).
-No weight averaging (none is mentioned; TF-slim's default has none). Length: not given; 100
-epochs. Rate used: ``0.045 * batch_size / 32`` (linear scaling), 1.44 at the default batch of 1024
-(warm up with ``--config.optimizer.warmup_epochs`` if that is unstable).
+the momentum value is not given), dropout removed, the L2 weight decay reduced 5x, the
+learning-rate decay made 6x faster, LRN removed. The paper gives neither Inception's L2 weight nor
+its decay schedule: we take TF-slim's 4e-5 (so 8e-6 here) and GoogLeNet's 4% every 8 epochs (so
+4% every 4/3 epochs). No weight averaging (none is mentioned; TF-slim's default has none).
 
-Published (single crop, ImageNet val, ../shared/REFERENCE.md): paper, single network, 74.8 / 92.2
-top-1/top-5; TF-slim's inception_v2 73.9 / 91.8.
+Rate: BN-x30's 0.045 was per update of 32 on asynchronous replicas (Section 4.2); at large batches
+we take Goyal et al. 2017's SGD rule, ``0.1 * batch / 256`` after 5 epochs of linear warm-up:
+0.4 at the default batch of 1024 (experiments/configs/common.py). Length: not given; 100 epochs,
+which end at 0.96^71 = 0.055 of the peak rate.
+
+Published (single crop, ImageNet val): paper, single network, 74.8 / 92.2 top-1/top-5; TF-slim's
+inception_v2 73.9 / 91.8.
 
     python -m experiments.train --config=v2.py --workdir=workdirs/v2
 
@@ -22,9 +24,7 @@ from experiments.configs import common
 
 def get_config(arg=None):
   c = common.base('inception_v2', image_size=224)
-  c.optimizer.name = 'momentum'
-  c.optimizer.lr = 0.045
-  c.optimizer.lr_batch = 32
+  common.use_sgd(c)
   c.optimizer.decay_rate = 0.96
   c.optimizer.decay_epochs = 8.0 / 6.0
   c.optimizer.weight_decay = 4e-5 / 5

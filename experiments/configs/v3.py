@@ -1,17 +1,20 @@
 r"""Inception v3 on ImageNet: Szegedy et al. 2015, "Rethinking the Inception Architecture".
 
 Recipe, Section 8 ("Training Methodology"): RMSProp with decay 0.9 and epsilon 1.0 (TensorFlow's:
-inside the square root; momentum 0.9 as TF-slim's ``rmsprop_momentum``), learning rate 0.045
-decayed every two epochs by 0.94, gradient clipping at 2.0, evaluation with a running average of
-the parameters (EMA 0.9999); 50 replicas at batch 32 for 100 epochs. Section 7: label smoothing
-0.1. The auxiliary head's loss weighs 0.4 and the L2 weight decay is 4e-5 on kernels (TF-slim's
-``train_image_classifier.py`` and ``inception_v3_arg_scope``; the paper gives neither). Rate
-used: ``0.045 * batch_size / 32`` (linear scaling from the paper's per-update batch), 1.44 at the
-default batch of 1024. The Cloud TPU reference trains synchronously with about half that per
-image (``0.165 * batch_size / 256``); warm up with ``--config.optimizer.warmup_epochs`` if needed.
+inside the square root; momentum 0.9 as TF-slim's ``rmsprop_momentum``), the rate decayed every
+two epochs by 0.94, gradient clipping at 2.0, evaluation with a running average of the parameters
+(EMA 0.9999 per update of 32 images, here of the BatchNorm statistics too, as the TPU reference);
+100 epochs. Section 7: label smoothing 0.1. The auxiliary head's loss weighs 0.4 and the L2
+weight decay is 4e-5 on kernels (TF-slim's ``train_image_classifier.py`` and
+``inception_v3_arg_scope``; the paper gives neither).
 
-Published (single crop, ImageNet val, ../shared/REFERENCE.md): paper 78.8 / 94.4 top-1/top-5
-(Table 3, 21.2% / 5.6% error); TF-slim 78.0 / 93.9; Keras 77.9 / 93.7.
+Rate: the paper's 0.045 was per asynchronous replica of 32 (50 replicas). The Cloud TPU reference
+(tensorflow/tpu, ``models/experimental/inception/inception_v3.py``) trains this recipe at batch
+1024 with ``0.165 * batch / 256``: 0.66 at the default batch, after 5 epochs of linear warm-up
+(experiments/configs/common.py). Length 100 epochs; the rate ends at 0.94^47 = 0.055 of its peak.
+
+Published (single crop, ImageNet val): paper 78.8 / 94.4 top-1/top-5 (Table 3, 21.2% / 5.6%
+error); TF-slim 78.0 / 93.9; Keras 77.9 / 93.7.
 
     python -m experiments.train --config=v3.py --workdir=workdirs/v3
 

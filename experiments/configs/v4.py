@@ -2,15 +2,18 @@ r"""Inception-v4 on ImageNet: Szegedy et al. 2016, "Inception-v4, Inception-ResN
 of Residual Connections".
 
 Recipe, Section 5 ("Training Methodology"): RMSProp with decay 0.9 and epsilon 1.0 (TensorFlow's,
-momentum 0.9), learning rate 0.045 decayed every two epochs by 0.94, evaluation with a running
-average of the parameters (EMA 0.9999); 20 replicas. From Inception v3's recipe, which the paper
-builds on: gradient clipping at 2.0 and label smoothing 0.1. The paper is silent on the batch
-(TF-slim's 32 per replica), the weight decay (TF-slim's 4e-5 on kernels) and the length (100
-epochs, as v3). No auxiliary head. Rate used: ``0.045 * batch_size / 32`` (linear scaling), 1.44
-at the default batch of 1024.
+momentum 0.9), the rate decayed every two epochs by 0.94, evaluation with a running average of the
+parameters (EMA 0.9999 per update of 32 images, with the BatchNorm statistics); 20 replicas. From
+Inception v3's recipe, which the paper builds on: gradient clipping at 2.0 and label smoothing
+0.1. The paper is silent on the weight decay (TF-slim's 4e-5 on kernels) and the length (100
+epochs, as v3). No auxiliary head.
 
-Published (single crop, ImageNet val, ../shared/REFERENCE.md): TF-slim 80.2 / 95.2 top-1/top-5;
-timm 80.14 / 94.98; paper Table 2, 20.0% / 5.0% error.
+Rate: v3's large-batch rate (see v3.py), the Cloud TPU reference's ``0.165 * batch / 256``: 0.66 at
+the default batch of 1024, after 5 epochs of linear warm-up. Length 100 epochs; the rate ends at
+0.94^47 = 0.055 of its peak.
+
+Published (single crop, ImageNet val): TF-slim 80.2 / 95.2 top-1/top-5; timm 80.14 / 94.98; paper
+Table 2, 20.0% / 5.0% error.
 
     python -m experiments.train --config=v4.py --workdir=workdirs/v4
 

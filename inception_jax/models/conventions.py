@@ -11,6 +11,9 @@ were trained under (../shared/REFERENCE.md, "Where reference implementations dif
 * average pooling that does (PyTorch's ``count_include_pad=True``) or does not (TF ``SAME``)
   count the padded zeros;
 * BatchNorm epsilon and whether it has a scale (gamma) parameter;
+* the batch variance BatchNorm's running average takes in training: biased (flax, Keras 3's
+  ``ops.moments``) or unbiased, ``n / (n - 1)`` times it (PyTorch's ``BatchNorm2d``; TF1's fused
+  batch norm, which TF-slim and the Cloud TPU trainers use);
 * GoogLeNet's auxiliary heads: a fixed 5x5/3 average pool (paper, TF) or torchvision's adaptive
   pool to 4x4.
 
@@ -45,6 +48,10 @@ class Conventions:
   bn_scale: bool = False
   # flax momentum = decay of the running averages (TF-slim 0.9997; PyTorch momentum 0.1 -> 0.9).
   bn_momentum: float = 0.9997
+  # The variance that enters the running average in training: 'biased' (flax's nn.BatchNorm,
+  # Keras 3) or 'unbiased' (PyTorch; TF1's fused_batch_norm). Matters for small batches and
+  # small feature maps (n = batch x height x width): 4 examples at 1x1 differ by 4/3.
+  bn_running_var: Literal['biased', 'unbiased'] = 'biased'
   # GoogLeNet auxiliary heads: 'fixed' 5x5 stride-3 average pool, or torchvision's adaptive pool.
   aux_pool: Literal['fixed', 'adaptive'] = 'fixed'
 
@@ -137,7 +144,7 @@ def _torch_pool_out(n: int, k: int, s: int, p: int, ceil: bool) -> int:
 
 TF = Conventions(name='tf')
 TORCH = Conventions(name='torch', padding='symmetric', avg_pool_include_pad=True, bn_scale=True,
-                    bn_momentum=0.9)
+                    bn_momentum=0.9, bn_running_var='unbiased')
 
 _BASE = {'tf': TF, 'torch': TORCH}
 

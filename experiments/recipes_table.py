@@ -1,0 +1,80 @@
+r"""The README's two recipe tables, from the configs themselves.
+
+    python -m experiments.recipes_table                   # the paper recipes, no training
+    python -m experiments.recipes_table --quick --workdir=workdirs/quick_table
+
+The first table: each config's optimizer, rate at its default batch (and rescaled to 1024),
+warm-up, length and the final/peak rate ratio, and the EMA's decay per step. ``--quick`` trains
+all seven ``:quick`` configs one after the other (a workdir each under ``--workdir``; a finished
+one is re-evaluated, not retrained) and prints config, steps, held-out top-1 of the raw and the
+EMA weights, and wall time.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+from experiments import cli
+
+NAMES = ('v1', 'v2', 'v3', 'v4', 'inception_resnet_v1', 'inception_resnet_v2', 'xception')
+IMAGENET_TRAIN = 1_281_167
+
+_QUICK = flags.DEFINE_bool('quick', False, 'train the seven :quick configs and print their table')
+_WORKDIR = flags.DEFINE_string('workdir', 'workdirs/quick_table', 'with --quick: where the runs go')
+
+
+def _config(name: str, quick: bool):
+  import importlib
+  return importlib.import_module(f'experiments.configs.{name}').get_config('quick' if quick
+                                                                          else None)
+
+
+def recipe_rows() -> list[str]:
+  from inception_jax import optim
+  rows = ['| config | optimizer | batch | peak lr (at 1024) | warm-up | epochs | final / peak lr '
+          '| EMA decay per step |', '|---|---|---|---|---|---|---|---|']
+  for name in NAMES:
+    c = _config(name, False)
+    peak = optim.learning_rate(c)
+    spe = IMAGENET_TRAIN / c.batch_size
+    total = optim.epochs_to_steps(c.num_epochs, spe)
+    ratio = optim.final_lr_ratio(c.optimizer, peak, total, spe)
+    ema = optim.ema_step_decay(c)
+    rows.append(
+        f'| `{name}.py` | {c.optimizer.name} | {c.batch_size} | {peak:.3g} '
+        f'({peak * 1024 / c.batch_size:.3g}) | {c.optimizer.warmup_epochs:g} epochs | '
+        f'{c.num_epochs:g} | {ratio:.3f} | '
+        f'{f"{ema:.5f} ({c.ema_decay} per {c.ema_batch})" if ema else "none"} |')
+  return rows
+
+
+def quick_rows(root: str) -> list[str]:
+  import json
+  from inception_jax import train
+  rows = ['| config | steps | top-1 raw | top-1 EMA | wall time |', '|---|---|---|---|---|']
+  for name in NAMES:
+    workdir = os.path.join(root, name)
+    results = train.train_and_evaluate(_config(name, True), workdir)
+    with open(os.path.join(workdir, 'results.json')) as f:  # the run's record, its wall time
+      results = json.load(f)
+    ev = results['eval']
+    ema = f'{ev["ema_top1"]:.2%}' if 'ema_top1' in ev else 'none'
+    minutes, seconds = divmod(int(round(results['wall_time_s'])), 60)
+    rows.append(f'| `{name}.py:quick` | {results["steps"]} | {ev["top1"]:.2%} | {ema} | '
+                f'{minutes} min {seconds:02d} s |')
+    print(rows[-1], flush=True)
+  return rows
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.setup_logging()
+  rows = quick_rows(_WORKDIR.value) if _QUICK.value else recipe_rows()
+  print('\n'.join(rows))
+
+
+if __name__ == '__main__':
+  app.run(main)
