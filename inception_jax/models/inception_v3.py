@@ -74,6 +74,21 @@ class _Mixed(nn.Module):
     return layers.max_pool(x, 3, 2, 'VALID', self.conventions)
 
 
+def inception_a(pool_features: int, widths=((64,), (48, 64), (64, 96, 96)),
+                branch0_scope: str = 'Conv2d_0a_1x1') -> tuple[layers.Spec, ...]:
+  """Figure 5, the 35x35 module: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avg pool-1x1. ``widths`` are the
+  convs' widths per branch (IRv2's Mixed_5b reuses the module with wider 1x1s)."""
+  (w0,), (w1a, w1b), (w2a, w2b, w2c) = widths
+  C, P = layers.Conv, layers.Pool
+  return (
+      layers.Spec((C(branch0_scope, w0, 1),)),
+      layers.Spec((C('Conv2d_0a_1x1', w1a, 1), C('Conv2d_0b_5x5', w1b, 5))),
+      layers.Spec((C('Conv2d_0a_1x1', w2a, 1), C('Conv2d_0b_3x3', w2b, 3),
+                   C('Conv2d_0c_3x3', w2c, 3))),
+      layers.Spec((P('avg', 3), C('Conv2d_0b_1x1', pool_features, 1))),
+  )
+
+
 class InceptionA(_Mixed):
   """Figure 5, the 35x35 module (Mixed_5b-5d): 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avg pool-1x1."""
 
