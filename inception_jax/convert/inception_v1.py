@@ -7,9 +7,9 @@ pretrained weights) rescales ImageNet-normalised input ``(x01 - mean) / std`` ch
 equals torchvision's ``googlenet(weights=..., transform_input=True)`` applied to the
 ImageNet-normalised images, and ``transform_input=False`` torchvision on the same [-1, 1] images.
 
-Eval output is the logits; in train mode torchvision returns ``(logits, aux2, aux1)`` and we return
-``(logits, (aux_4b, aux_4e))`` with ``aux_4b`` = torchvision's ``aux1``. torchvision's aux heads
-are not pretrained.
+In train mode torchvision returns ``(logits, aux2, aux1)``; ours returns the logits and sows
+``(aux_4b, aux_4e)`` into ``intermediates/aux_logits``, ``aux_4b`` being torchvision's ``aux1``.
+torchvision's aux heads are not pretrained.
 """
 
 from __future__ import annotations
