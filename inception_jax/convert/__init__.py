@@ -168,6 +168,11 @@ def _finish(model, reader, conv: Converter, implied, num_classes, drop_backgroun
   if num_classes is None:
     num_classes = source_classes
   module = models.create(model, num_classes=num_classes, **implied, **options)
+  # Converters name every block of a run of identical blocks (their errors name the block); a
+  # scanned model gets those stacked at the end (models.pyloop_to_scan).
+  scanned = getattr(module, 'scan', False)
+  if scanned:
+    module = module.clone(scan=False)
   shapes = jax.eval_shape(functools.partial(module.init, train=False), _init_rngs(),
                           _dummy(model))
   shapes = {k: v for k, v in shapes.items() if k in ('params', 'batch_stats')}
@@ -194,6 +199,9 @@ def _finish(model, reader, conv: Converter, implied, num_classes, drop_backgroun
     variables = flatten(variables)
     variables.update({p: np.asarray(fresh[p]) for p in reinit})
     variables = unflatten(variables)
+  if scanned:
+    module = module.clone(scan=True)
+    variables = models.pyloop_to_scan(model, variables, **implied, **options)
   variables = jax.tree.map(jnp.asarray, variables)
   return module, variables
 
