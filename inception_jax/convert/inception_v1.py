@@ -63,7 +63,7 @@ def torchvision_googlenet(reader: TorchReader, source: str) -> dict:
   aux_logits = reader.has('aux1.fc2.weight') or reader.has('aux2.fc2.weight')
   if aux_logits:
     for prefix, scope in _AUX.items():
-      _basic_conv(reader, f'{prefix}.conv', (scope, 'Conv2d_1b_1x1'))
+      _basic_conv(reader, f'{prefix}.conv', (scope, v1.AUX_CONV.name))
       _aux_fc1(reader, prefix, (scope, 'Fc_2a'))
       reader.linear(f'{prefix}.fc2', (scope, 'Logits'))
   num_classes = 0

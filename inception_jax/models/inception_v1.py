@@ -58,6 +58,7 @@ STEM = (C('Conv2d_1a_7x7', 64, 7, 2), P('max', 3, 2, 'SAME', name='MaxPool_2a_3x
 LRN_AFTER = ('MaxPool_2a_3x3', 'Conv2d_2c_3x3')
 # Auxiliary classifiers on the outputs of the paper's 4a and 4d (Section 5).
 AUX_AFTER = {'Mixed_4b': 'AuxLogits_4b', 'Mixed_4e': 'AuxLogits_4e'}
+AUX_CONV = C('Conv2d_1b_1x1', 128, 1)
 
 
 def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
@@ -110,8 +111,8 @@ class AuxHead(nn.Module):
       x = layers.adaptive_avg_pool(x, 4)
     else:
       x = layers.avg_pool(x, 5, 3, 'VALID', self.conventions)
-    x = layers.ConvBN(128, 1, self.conventions, use_bn=self.variant == 'bn', dtype=self.dtype,
-                      name='Conv2d_1b_1x1')(x, train)
+    x = layers.apply_op(AUX_CONV, x, train, self.conventions, use_bn=self.variant == 'bn',
+                        dtype=self.dtype)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(layers.dense(1024, self.dtype, name='Fc_2a')(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

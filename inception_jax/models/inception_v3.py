@@ -101,6 +101,7 @@ MIXED = (('Mixed_5b', inception_a, (32,)), ('Mixed_5c', inception_a, (64,)),
          ('Mixed_7a', reduction_b, ()), ('Mixed_7b', inception_c, ()),
          ('Mixed_7c', inception_c, ()))
 AUX_AFTER = 'Mixed_6e'  # Section 4: the auxiliary classifier sits on the last 17x17 module
+AUX_CONVS = (C('Conv2d_1b_1x1', 128, 1), C('Conv2d_2a_5x5', 768, 5))  # Figure 8
 
 
 class AuxHead(nn.Module):
@@ -116,9 +117,9 @@ class AuxHead(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = layers.avg_pool(x, 5, 3, _fitting(x, 5), self.conventions)
-    conv = functools.partial(layers.ConvBN, conventions=self.conventions, dtype=self.dtype)
-    x = conv(128, 1, name='Conv2d_1b_1x1')(x, train)
-    x = conv(768, 5, padding=_fitting(x, 5), name='Conv2d_2a_5x5')(x, train)
+    for op in AUX_CONVS:
+      x = layers.apply_op(op._replace(padding=_fitting(x, op.kernel)), x, train,
+                          self.conventions, dtype=self.dtype)
     x = layers.global_avg_pool(x)
     return layers.dense(self.num_classes, self.dtype, name='Logits')(x)
 
