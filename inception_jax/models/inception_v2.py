@@ -1,28 +1,13 @@
-"""BN-Inception (Inception-v2): Ioffe & Szegedy 2015, "Batch Normalization", Section 4.2.
+"""BN-Inception (Inception-v2): Ioffe & Szegedy 2015, "Batch Normalization", Section 4.2 and the
+Appendix's Figure 5: GoogLeNet with each 5x5 conv made two 3x3s, a third 28x28 module, avg or max
+pooling per module, and stride-2 modules (3c, 4e) in place of the pools between stages.
 
-The Inception network the paper trains with Batch Normalization, laid out in its Appendix,
-Figure 5. Relative to GoogLeNet: every 5x5 convolution becomes two stacked 3x3 convolutions, the
-28x28 stage has three modules instead of two, modules pool with an average or a max, and the
-stride-2 modules 3c and 4e (stride-2 convolutions and a max pool before the concatenation) take
-the place of GoogLeNet's pooling layers between stages.
-
-The published weights are the Caffe release (ported to PyTorch by ``pretrainedmodels``), so the
-default conventions are 'torch': ceil-mode pooling and PyTorch's BatchNorm epsilon (see the
-``('inception_v2', 'torch')`` row of ``conventions._MODEL_OVERRIDES``). Caffe's block names map to
-TF-slim's end points: inception_3a -> Mixed_3b, 3b -> Mixed_3c, 3c -> Mixed_4a, 4a..4d ->
-Mixed_4b..Mixed_4e, 4e -> Mixed_5a, 5a -> Mixed_5b, 5b -> Mixed_5c. Under these conventions,
-as in Caffe, only input sizes 32k-1 .. 32k+6 (..., 191-198, 223-230, 255-262, ...) give the
-stride-2 modules the even maps they need; other sizes are refused with a ValueError.
-
-Where the Caffe release fixes what the paper leaves open, this follows the release:
-
-* the first layer is a plain 7x7 convolution (TF-slim's ``inception_v2`` makes it separable,
-  depth multiplier 8, by default);
-* every convolution carries a bias ahead of its BatchNorm (``conv_bias=True``; redundant with
-  BN's shift, but present in the checkpoint and counted in its 11,295,240 parameters);
-* module widths are the sums of Figure 5's per-branch filter columns (as in TF-slim too), which
-  make 4c and 4d 608 channels wide and 4e 1056;
-* there are no auxiliary classifiers: Figure 5 lists none and the Caffe release has none.
+The published weights are the Caffe release (ported by ``pretrainedmodels``), so the default
+conventions are 'torch' with Caffe's ceil-mode pools and BN epsilon; under them only input sizes
+32k-1 .. 32k+6 give the stride-2 modules even maps, other sizes are refused. Where the paper is
+open this follows the release: a plain 7x7 first conv (slim makes it separable), a bias in every
+conv ahead of its BN (counted in its 11,295,240 parameters), module widths that sum Figure 5's
+columns, no auxiliary classifier. Caffe's inception_3a..5b are TF-slim's Mixed_3b..Mixed_5c.
 """
 
 from __future__ import annotations
@@ -34,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inception_jax.models import layers
+from inception_jax.models import inception_v1, layers
 from inception_jax.models.conventions import TF, Conventions
 from inception_jax.models.registry import register
 
@@ -52,6 +37,8 @@ class Row(NamedTuple):
   stride: int = 1
 
 
+C, P = layers.Conv, layers.Pool
+
 # Figure 5, rows 3a..5b, under TF-slim's names.
 ROWS = (
     Row('Mixed_3b', 64, 64, 64, 64, 96, 'avg', 32),
@@ -68,65 +55,22 @@ ROWS = (
 )
 
 
-class Branch(nn.Module):
-  """One column of an Inception module: an optional 3x3 pool, then a chain of conv units."""
-
-  units: tuple[tuple[str, int, int, int], ...]  # (TF-slim scope, filters, kernel, stride)
-  conventions: Conventions
-  pool: tuple[str, int] | None = None  # ('avg' or 'max', stride), applied before the units
-  conv_bias: bool = True
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    if self.pool is not None:
-      kind, stride = self.pool
-      pool = layers.avg_pool if kind == 'avg' else layers.max_pool
-      x = pool(x, 3, stride, 'SAME', self.conventions)
-    for scope, filters, kernel, stride in self.units:
-      x = layers.ConvBN(filters, kernel, self.conventions, strides=stride,
-                        use_bias=self.conv_bias, dtype=self.dtype, name=scope)(x, train)
-    return x
-
-
-class Inception(nn.Module):
-  """An Inception module of Figure 5: 1x1 | 1x1-3x3 | 1x1-3x3-3x3 | pool(-1x1 projection).
-
-  The stride-2 rows (3c, 4e; Appendix) have no 1x1 branch, stride the last 3x3 of both
-  convolution branches and a max pool, and concatenate the pool output unprojected.
-  """
-
-  row: Row
-  conventions: Conventions
-  conv_bias: bool = True
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    r, s = self.row, self.row.stride
-    # TF-slim scopes: a stride-2 op is '..._1a_...'; a stride-1 chain counts 0a, 0b, 0c.
-    last_3x3 = 'Conv2d_1a_3x3' if s > 1 else 'Conv2d_0b_3x3'
-    last_d3x3 = 'Conv2d_1a_3x3' if s > 1 else 'Conv2d_0c_3x3'
-    columns = [  # (conv units, pool ahead of them)
-        ((('Conv2d_0a_1x1', r.conv_1x1, 1, 1),), None),
-        ((('Conv2d_0a_1x1', r.reduce_3x3, 1, 1), (last_3x3, r.conv_3x3, 3, s)), None),
-        ((('Conv2d_0a_1x1', r.reduce_d3x3, 1, 1), ('Conv2d_0b_3x3', r.conv_d3x3, 3, 1),
-          (last_d3x3, r.conv_d3x3, 3, s)), None),
-        ((('Conv2d_0b_1x1', r.proj, 1, 1),) if r.proj else (), (r.pool, s)),
-    ]
-    if not r.conv_1x1:  # the stride-2 rows
-      columns.pop(0)
-    outs = [Branch(units, self.conventions, pool, self.conv_bias, self.dtype,
-                   name=f'Branch_{i}')(x, train) for i, (units, pool) in enumerate(columns)]
-    sizes = {o.shape[1:3] for o in outs}
-    if len(sizes) > 1:
-      # Caffe pools in ceil mode without padding while its convs pad symmetrically; on an odd
-      # input the stride-2 branches disagree by one pixel, and the Caffe network fails too.
-      raise ValueError(
-          f'{r.name}: its stride-2 branches give different sizes {sorted(sizes)} for a '
-          f'{x.shape[1]}x{x.shape[2]} input under the {self.conventions.name!r} conventions, '
-          'which need an even input here; choose an image size that gives one (e.g. 224)')
-    return jnp.concatenate(outs, axis=-1)
+def inception_module(row: Row) -> tuple[layers.Spec, ...]:
+  """A module of Figure 5: 1x1 | 1x1-3x3 | 1x1-3x3-3x3 | pool(-1x1 projection). The stride-2
+  rows (3c, 4e; Appendix) have no 1x1 branch, stride the last 3x3 of both conv branches and a
+  max pool, and pass the pool output through unprojected."""
+  r, s = row, row.stride
+  # TF-slim scopes: a stride-2 op is '..._1a_...'; a stride-1 chain counts 0a, 0b, 0c.
+  last = 'Conv2d_1a_3x3' if s > 1 else None
+  specs = [
+      layers.Spec((C('Conv2d_0a_1x1', r.conv_1x1, 1),)),
+      layers.Spec((C('Conv2d_0a_1x1', r.reduce_3x3, 1),
+                   C(last or 'Conv2d_0b_3x3', r.conv_3x3, 3, s))),
+      layers.Spec((C('Conv2d_0a_1x1', r.reduce_d3x3, 1), C('Conv2d_0b_3x3', r.conv_d3x3, 3),
+                   C(last or 'Conv2d_0c_3x3', r.conv_d3x3, 3, s))),
+      layers.Spec((P(r.pool, 3, s), *((C('Conv2d_0b_1x1', r.proj, 1),) if r.proj else ()))),
+  ]
+  return tuple(specs if r.conv_1x1 else specs[1:])
 
 
 @register('inception_v2',
@@ -153,25 +97,16 @@ class InceptionV2(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     layers.check_input(images, self.min_size, 'inception_v2')
-    conv = functools.partial(layers.ConvBN, conventions=self.conventions,
-                             use_bias=self.conv_bias, dtype=self.dtype)
+    kw = dict(conventions=self.conventions, use_bias=self.conv_bias, dtype=self.dtype)
+    point = functools.partial(layers.endpoint, self)
     x = images.astype(self.dtype)
-
     # Stem, Figure 5 rows 1-4: GoogLeNet's, without its LRN (Section 4.2.1).
-    x = conv(64, 7, strides=2, name='Conv2d_1a_7x7')(x, train)
-    layers.endpoint(self, 'Conv2d_1a_7x7', x)
-    x = layers.max_pool(x, 3, 2, 'SAME', self.conventions)
-    layers.endpoint(self, 'MaxPool_2a_3x3', x)
-    x = conv(64, 1, name='Conv2d_2b_1x1')(x, train)
-    layers.endpoint(self, 'Conv2d_2b_1x1', x)
-    x = conv(192, 3, name='Conv2d_2c_3x3')(x, train)
-    layers.endpoint(self, 'Conv2d_2c_3x3', x)
-    x = layers.max_pool(x, 3, 2, 'SAME', self.conventions)
-    layers.endpoint(self, 'MaxPool_3a_3x3', x)
-
+    for op in inception_v1.STEM:
+      x = point(op.name, layers.apply_op(op, x, train, **kw))
+    # Caffe pools in ceil mode without padding while its convs pad symmetrically: on odd maps
+    # the stride-2 branches of 3c and 4e disagree by a pixel, and layers.Mixed refuses them.
     for row in ROWS:
-      x = Inception(row, self.conventions, self.conv_bias, self.dtype, name=row.name)(x, train)
-      layers.endpoint(self, row.name, x)
+      x = point(row.name, layers.Mixed(inception_module(row), name=row.name, **kw)(x, train))
 
     # Figure 5's final 7x7 average pool, taken over the whole map at any input size.
     x = layers.global_avg_pool(x)
