@@ -330,7 +330,7 @@ class Checkpointer:
       state, failure = None, None
       try:
         state = self.restore(step, target)
-      except CheckpointError as err:  # corrupt, or unavailable after the retries
+      except (CorruptCheckpointError, CheckpointUnavailableError) as err:  # after the retries
         failure = err
       codes = _gather(_OK if failure is None else
                       _CORRUPT if isinstance(failure, CorruptCheckpointError) else _UNAVAILABLE)

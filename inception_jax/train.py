@@ -155,7 +155,9 @@ def restore_state(config, workdir: str, step: int | str | None = None
   ``step``: a step number, ``'best'`` (the best by eval top-1) or, by default, the latest.
   The state comes back on the devices of the mesh, replicated, as the train step leaves it; its
   ``params`` with ``batch_stats``, or ``ema_params`` with ``ema_batch_stats``, go to
-  ``setup.model.apply``.
+  ``setup.model.apply``. A checkpoint that cannot be read raises
+  ``checkpoint.CorruptCheckpointError`` or, after retries, ``checkpoint.CheckpointUnavailableError``
+  (each naming the step, path and cause).
   """
   s = setup(config)
   tx, _ = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)

@@ -1,9 +1,11 @@
 """Reliability: a hard kill or a preemption loses nothing and changes nothing, bad checkpoints and
-non-finite steps never replace good state, bad configs fail in one line before compiling, and
-two processes train together as one.
+non-finite steps never replace good state, a storage error never discards progress, bad configs
+fail in one line before compiling, and two processes train together as one (and resume, or stop,
+together).
 
-The runs go through the real command line (``python -m experiments.train``) in subprocesses
-that share a persistent compilation cache, on the test-only tiny digits of train_utils.py.
+Runs go through the real command line (``python -m experiments.train``) in subprocesses where the
+exit status or several processes are the point, otherwise through ``train.train_and_evaluate``;
+all share a persistent compilation cache, on the test-only tiny digits of train_utils.py.
 """
 
 from __future__ import annotations
