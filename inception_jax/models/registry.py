@@ -35,6 +35,7 @@ _MODULES = {
     'inception_v1': 'inception_v1',
     'inception_v2': 'inception_v2',
     'inception_v3': 'inception_v3',
+    'inception_v3_fid': 'inception_v3_fid',
     'inception_v4': 'inception_v4',
     'inception_resnet_v1': 'inception_resnet',
     'inception_resnet_v2': 'inception_resnet',
