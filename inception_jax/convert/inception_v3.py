@@ -19,54 +19,38 @@ from __future__ import annotations
 
 from inception_jax.convert import keras_converter, torch_converter
 from inception_jax.convert.core import KerasReader, TorchReader
+from inception_jax.models import inception_v3 as v3, layers
 
-# torchvision's BasicConv2d names inside each block type -> our TF-slim scopes. Listed in the
-# order both torchvision and Keras' inception_v3.py build the units.
-_35x35 = (('branch1x1', 'Branch_0/Conv2d_0a_1x1'),
-          ('branch5x5_1', 'Branch_1/Conv2d_0a_1x1'), ('branch5x5_2', 'Branch_1/Conv2d_0b_5x5'),
-          ('branch3x3dbl_1', 'Branch_2/Conv2d_0a_1x1'),
-          ('branch3x3dbl_2', 'Branch_2/Conv2d_0b_3x3'),
-          ('branch3x3dbl_3', 'Branch_2/Conv2d_0c_3x3'),
-          ('branch_pool', 'Branch_3/Conv2d_0b_1x1'))
-_REDUCTION_35 = (('branch3x3', 'Branch_0/Conv2d_1a_3x3'),
-                 ('branch3x3dbl_1', 'Branch_1/Conv2d_0a_1x1'),
-                 ('branch3x3dbl_2', 'Branch_1/Conv2d_0b_3x3'),
-                 ('branch3x3dbl_3', 'Branch_1/Conv2d_1a_3x3'))
-_17x17 = (('branch1x1', 'Branch_0/Conv2d_0a_1x1'),
-          ('branch7x7_1', 'Branch_1/Conv2d_0a_1x1'), ('branch7x7_2', 'Branch_1/Conv2d_0b_1x7'),
-          ('branch7x7_3', 'Branch_1/Conv2d_0c_7x1'),
-          ('branch7x7dbl_1', 'Branch_2/Conv2d_0a_1x1'),
-          ('branch7x7dbl_2', 'Branch_2/Conv2d_0b_7x1'),
-          ('branch7x7dbl_3', 'Branch_2/Conv2d_0c_1x7'),
-          ('branch7x7dbl_4', 'Branch_2/Conv2d_0d_7x1'),
-          ('branch7x7dbl_5', 'Branch_2/Conv2d_0e_1x7'),
-          ('branch_pool', 'Branch_3/Conv2d_0b_1x1'))
-_REDUCTION_17 = (('branch3x3_1', 'Branch_0/Conv2d_0a_1x1'),
-                 ('branch3x3_2', 'Branch_0/Conv2d_1a_3x3'),
-                 ('branch7x7x3_1', 'Branch_1/Conv2d_0a_1x1'),
-                 ('branch7x7x3_2', 'Branch_1/Conv2d_0b_1x7'),
-                 ('branch7x7x3_3', 'Branch_1/Conv2d_0c_7x1'),
-                 ('branch7x7x3_4', 'Branch_1/Conv2d_1a_3x3'))
-_8x8 = (('branch1x1', 'Branch_0/Conv2d_0a_1x1'),
-        ('branch3x3_1', 'Branch_1/Conv2d_0a_1x1'), ('branch3x3_2a', 'Branch_1/Conv2d_0b_1x3'),
-        ('branch3x3_2b', 'Branch_1/Conv2d_0c_3x1'),
-        ('branch3x3dbl_1', 'Branch_2/Conv2d_0a_1x1'),
-        ('branch3x3dbl_2', 'Branch_2/Conv2d_0b_3x3'),
-        ('branch3x3dbl_3a', 'Branch_2/Conv2d_0c_1x3'),
-        ('branch3x3dbl_3b', 'Branch_2/Conv2d_0d_3x1'),
-        ('branch_pool', 'Branch_3/Conv2d_0b_1x1'))
-_STEM = ('Conv2d_1a_3x3', 'Conv2d_2a_3x3', 'Conv2d_2b_3x3', 'Conv2d_3b_1x1', 'Conv2d_4a_3x3')
-_BLOCKS = (('Mixed_5b', _35x35), ('Mixed_5c', _35x35), ('Mixed_5d', _35x35),
-           ('Mixed_6a', _REDUCTION_35), ('Mixed_6b', _17x17), ('Mixed_6c', _17x17),
-           ('Mixed_6d', _17x17), ('Mixed_6e', _17x17), ('Mixed_7a', _REDUCTION_17),
-           ('Mixed_7b', _8x8), ('Mixed_7c', _8x8))
+# torchvision's BasicConv2d names inside each block type, in the order both torchvision and
+# Keras' inception_v3.py build the units, which is the order of layers.conv_scopes.
+_TORCH_UNITS = {
+    v3.inception_a: ('branch1x1', 'branch5x5_1', 'branch5x5_2', 'branch3x3dbl_1',
+                     'branch3x3dbl_2', 'branch3x3dbl_3', 'branch_pool'),
+    v3.reduction_a: ('branch3x3', 'branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3'),
+    v3.inception_b: ('branch1x1', 'branch7x7_1', 'branch7x7_2', 'branch7x7_3', 'branch7x7dbl_1',
+                     'branch7x7dbl_2', 'branch7x7dbl_3', 'branch7x7dbl_4', 'branch7x7dbl_5',
+                     'branch_pool'),
+    v3.reduction_b: ('branch3x3_1', 'branch3x3_2', 'branch7x7x3_1', 'branch7x7x3_2',
+                     'branch7x7x3_3', 'branch7x7x3_4'),
+    v3.inception_c: ('branch1x1', 'branch3x3_1', 'branch3x3_2a', 'branch3x3_2b',
+                     'branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3a', 'branch3x3dbl_3b',
+                     'branch_pool'),
+}
 _AUX = (('AuxLogits.conv0', 'AuxLogits/Conv2d_1b_1x1'),
         ('AuxLogits.conv1', 'AuxLogits/Conv2d_2a_5x5'))
 
-# (torch module name, our scope) of every conv+BN unit of the body, in build order.
-BODY = tuple((name, name) for name in _STEM) + tuple(
-    (f'{block}.{torch_name}', f'{block}/{scope}')
-    for block, units in _BLOCKS for torch_name, scope in units)
+
+def _body() -> tuple[tuple[str, str], ...]:
+  """(torch module name, our scope) of every conv+BN unit of the body, in build order."""
+  units = [(op.name, op.name) for op in v3.STEM if isinstance(op, layers.Conv)]
+  for block, specs, args in v3.MIXED:
+    scopes = layers.conv_scopes(specs(*args))
+    units += [(f'{block}.{t}', f'{block}/{s}')
+              for t, s in zip(_TORCH_UNITS[specs], scopes, strict=True)]
+  return tuple(units)
+
+
+BODY = _body()
 
 
 def _scope(path: str) -> tuple[str, ...]:

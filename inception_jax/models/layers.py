@@ -88,11 +88,13 @@ class Conv(NamedTuple):
 
 
 class Pool(NamedTuple):
-  """A pooling op of a branch (slim's ``MaxPool_0a_3x3``/``AvgPool_0a_3x3``); no parameters."""
+  """A pooling op (slim's ``MaxPool_0a_3x3``/``AvgPool_0a_3x3``); no parameters. ``name`` is
+  the end point a stem records it under."""
   kind: str  # 'max' or 'avg'
   window: int
   strides: int = 1
   padding: PaddingSpec = 'SAME'
+  name: str | None = None
 
 
 BranchOp = Conv | Pool
@@ -105,6 +107,20 @@ class Spec(NamedTuple):
   fork: Sequence[Conv] = ()
 
 
+def apply_op(op: BranchOp, x: jax.Array, train: bool, conventions: Conventions,
+             use_bn: bool = True, use_bias: bool | None = None,
+             dtype: Dtype = jnp.float32) -> jax.Array:
+  """Run one op inside the calling compact module: a :class:`Conv` becomes the
+  :class:`ConvBN` named ``op.name`` (``bn=None`` takes ``use_bn``), a :class:`Pool` pools."""
+  if isinstance(op, Pool):
+    pool = max_pool if op.kind == 'max' else avg_pool
+    return pool(x, op.window, op.strides, op.padding, conventions)
+  bn = use_bn if op.bn is None else op.bn
+  return ConvBN(op.features, op.kernel, conventions, strides=op.strides, padding=op.padding,
+                use_bn=bn, use_bias=use_bias if bn else None,
+                activation=nn.relu if op.relu else None, dtype=dtype, name=op.name)(x, train)
+
+
 class Branch(nn.Module):
   """One TF-slim ``Branch_<i>`` scope, the branch of every family, built from a :class:`Spec`.
   Parameters nest as ``Branch_<i>/<conv scope>/{conv,bn}``."""
@@ -115,22 +131,14 @@ class Branch(nn.Module):
   use_bias: bool | None = None  # None: a bias exactly where there is no BN
   dtype: Dtype = jnp.float32
 
-  def _unit(self, c: Conv) -> 'ConvBN':
-    use_bn = self.use_bn if c.bn is None else c.bn
-    return ConvBN(c.features, c.kernel, self.conventions, strides=c.strides, padding=c.padding,
-                  use_bn=use_bn, use_bias=self.use_bias if use_bn else None,
-                  activation=nn.relu if c.relu else None, dtype=self.dtype, name=c.name)
-
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    run = functools.partial(apply_op, train=train, conventions=self.conventions,
+                            use_bn=self.use_bn, use_bias=self.use_bias, dtype=self.dtype)
     for op in self.spec.ops:
-      if isinstance(op, Pool):
-        pool = max_pool if op.kind == 'max' else avg_pool
-        x = pool(x, op.window, op.strides, op.padding, self.conventions)
-      else:
-        x = self._unit(op)(x, train)
+      x = run(op, x)
     if self.spec.fork:
-      x = jnp.concatenate([self._unit(c)(x, train) for c in self.spec.fork], axis=-1)
+      x = jnp.concatenate([run(c, x) for c in self.spec.fork], axis=-1)
     return x
 
 
