@@ -26,70 +26,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inception_jax.models import layers
+from inception_jax.models import inception_v3, layers
 from inception_jax.models.conventions import Conventions, resolve
-from inception_jax.models.layers import Conv, Pool, Spec
+from inception_jax.models.layers import Pool, Spec
 from inception_jax.models.registry import register
 
-AVG = Pool('avg', 3, 1, 'SAME')
+
+def _max_pool_branch(specs: tuple[Spec, ...]) -> tuple[Spec, ...]:
+  """``FIDInceptionE_2``: the last branch pools with a 3x3/1 max pool instead of the average."""
+  pool, *convs = specs[3].ops
+  assert isinstance(pool, Pool) and pool.kind == 'avg', pool
+  return (*specs[:3], specs[3]._replace(ops=(pool._replace(kind='max'), *convs)))
 
 
-def module_35x35(pool_features: int) -> tuple[Spec, ...]:
-  """Mixed_5b-5d (Figure 5)."""
-  return (Spec((Conv('Conv2d_0a_1x1', 64, 1),)),
-          Spec((Conv('Conv2d_0a_1x1', 48, 1), Conv('Conv2d_0b_5x5', 64, 5))),
-          Spec((Conv('Conv2d_0a_1x1', 64, 1), Conv('Conv2d_0b_3x3', 96, 3),
-                Conv('Conv2d_0c_3x3', 96, 3))),
-          Spec((AVG, Conv('Conv2d_0b_1x1', pool_features, 1))))
-
-
-REDUCTION_35 = (Spec((Conv('Conv2d_1a_3x3', 384, 3, 2, 'VALID'),)),
-                Spec((Conv('Conv2d_0a_1x1', 64, 1), Conv('Conv2d_0b_3x3', 96, 3),
-                      Conv('Conv2d_1a_3x3', 96, 3, 2, 'VALID'))),
-                Spec((Pool('max', 3, 2, 'VALID'),)))
-
-
-def module_17x17(c: int) -> tuple[Spec, ...]:
-  """Mixed_6b-6e (Figure 6): 7x7 factorised into 1x7 and 7x1, ``c`` channels inside."""
-  return (Spec((Conv('Conv2d_0a_1x1', 192, 1),)),
-          Spec((Conv('Conv2d_0a_1x1', c, 1), Conv('Conv2d_0b_1x7', c, (1, 7)),
-                Conv('Conv2d_0c_7x1', 192, (7, 1)))),
-          Spec((Conv('Conv2d_0a_1x1', c, 1), Conv('Conv2d_0b_7x1', c, (7, 1)),
-                Conv('Conv2d_0c_1x7', c, (1, 7)), Conv('Conv2d_0d_7x1', c, (7, 1)),
-                Conv('Conv2d_0e_1x7', 192, (1, 7)))),
-          Spec((AVG, Conv('Conv2d_0b_1x1', 192, 1))))
-
-
-REDUCTION_17 = (Spec((Conv('Conv2d_0a_1x1', 192, 1), Conv('Conv2d_1a_3x3', 320, 3, 2, 'VALID'))),
-                Spec((Conv('Conv2d_0a_1x1', 192, 1), Conv('Conv2d_0b_1x7', 192, (1, 7)),
-                      Conv('Conv2d_0c_7x1', 192, (7, 1)),
-                      Conv('Conv2d_1a_3x3', 192, 3, 2, 'VALID'))),
-                Spec((Pool('max', 3, 2, 'VALID'),)))
-
-
-def module_8x8(pool: str) -> tuple[Spec, ...]:
-  """Mixed_7b, 7c (Figure 7): 3x3 convs fork into 1x3 and 3x1. ``pool``: the graph's Mixed_7c
-  pools its last branch with a max pool (``FIDInceptionE_2``), Mixed_7b with an average."""
-  return (Spec((Conv('Conv2d_0a_1x1', 320, 1),)),
-          Spec((Conv('Conv2d_0a_1x1', 384, 1),),
-               fork=(Conv('Conv2d_0b_1x3', 384, (1, 3)), Conv('Conv2d_0c_3x1', 384, (3, 1)))),
-          Spec((Conv('Conv2d_0a_1x1', 448, 1), Conv('Conv2d_0b_3x3', 384, 3)),
-               fork=(Conv('Conv2d_0c_1x3', 384, (1, 3)), Conv('Conv2d_0d_3x1', 384, (3, 1)))),
-          Spec((Pool(pool, 3, 1, 'SAME'), Conv('Conv2d_0b_1x1', 192, 1))))
-
-
-STEM = (Conv('Conv2d_1a_3x3', 32, 3, 2, 'VALID'), Conv('Conv2d_2a_3x3', 32, 3, 1, 'VALID'),
-        Conv('Conv2d_2b_3x3', 64, 3), Pool('max', 3, 2, 'VALID'),
-        Conv('Conv2d_3b_1x1', 80, 1, 1, 'VALID'), Conv('Conv2d_4a_3x3', 192, 3, 1, 'VALID'),
-        Pool('max', 3, 2, 'VALID'))
-STEM_POOLS = ('MaxPool_3a_3x3', 'MaxPool_5a_3x3')
-
-MODULES = (('Mixed_5b', module_35x35(32)), ('Mixed_5c', module_35x35(64)),
-           ('Mixed_5d', module_35x35(64)), ('Mixed_6a', REDUCTION_35),
-           ('Mixed_6b', module_17x17(128)), ('Mixed_6c', module_17x17(160)),
-           ('Mixed_6d', module_17x17(160)), ('Mixed_6e', module_17x17(192)),
-           ('Mixed_7a', REDUCTION_17), ('Mixed_7b', module_8x8('avg')),
-           ('Mixed_7c', module_8x8('max')))
+# Inception-v3's tables (inception_v3.STEM / MIXED), with the graph's max pool in Mixed_7c.
+STEM = inception_v3.STEM
+MIXED = tuple((name, fn(*args) if name != 'Mixed_7c' else _max_pool_branch(fn(*args)))
+              for name, fn, args in inception_v3.MIXED)
 
 
 @register('inception_v3_fid', input_size=299, default_conventions='tf',
@@ -118,15 +71,9 @@ class InceptionV3FID(nn.Module):
     conventions = self.conventions
     point = functools.partial(layers.endpoint, self)
     x = images
-    pools = iter(STEM_POOLS)
     for op in STEM:
-      if isinstance(op, Pool):
-        x = point(next(pools), layers.max_pool(x, op.window, op.strides, op.padding, conventions))
-      else:
-        x = point(op.name, layers.ConvBN(op.features, op.kernel, conventions, strides=op.strides,
-                                         padding=op.padding, dtype=self.dtype, name=op.name)(
-                                             x, train))
-    for name, specs in MODULES:
+      x = point(op.name, layers.apply_op(op, x, train, conventions, dtype=self.dtype))
+    for name, specs in MIXED:
       x = point(name, layers.Mixed(specs, conventions, dtype=self.dtype, name=name)(x, train))
     x = point('PreLogits', layers.global_avg_pool(x))
     if not self.num_classes:
