@@ -21,12 +21,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def _rounding_level(values: np.ndarray) -> float:
+  """Eigenvalues below this are rounding noise of a symmetric eigen-decomposition (LAPACK's
+  backward error, d * eps * |A|); their square roots (~1e-8 |A|^1/2 each) would otherwise add up
+  over a null space of hundreds of dimensions (fewer samples than dims)."""
+  return len(values) * np.finfo(np.float64).eps * max(np.abs(values).max(), 1e-300)
+
+
 def _sqrt_psd(matrix: np.ndarray, name: str) -> np.ndarray:
-  """Square root of a symmetric PSD matrix; eigenvalues rounding below zero are clipped, and a
-  clearly negative one (beyond rounding of the largest) is an error, not a silent NaN."""
+  """Square root of a symmetric PSD matrix; eigenvalues at rounding level count as zero, and a
+  clearly negative one is an error (not a covariance), not a silent NaN."""
   values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
-  tolerance = 1e-8 * max(np.abs(values).max(), np.finfo(np.float64).tiny)
-  if values.min() < -tolerance:
+  noise = _rounding_level(values)
+  if values.min() < -1e3 * noise:
     raise ValueError(f'{name} is not positive semi-definite (eigenvalue {values.min():.3g}; '
                      f'largest {values.max():.3g}): not a covariance matrix')
   return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
@@ -37,7 +44,7 @@ def trace_sqrt_product(sigma1, sigma2) -> float:
   root = _sqrt_psd(np.asarray(sigma1, np.float64), 'sigma1')
   inner = root @ np.asarray(sigma2, np.float64) @ root
   values = np.linalg.eigvalsh((inner + inner.T) / 2)
-  return float(np.sqrt(np.clip(values, 0, None)).sum())
+  return float(np.sqrt(np.where(values > _rounding_level(values), values, 0)).sum())
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:

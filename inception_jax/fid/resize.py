@@ -48,10 +48,11 @@ def _tf1_coords(n_in: int, n_out: int):
 
 
 def _half_pixel_coords(n_in: int, n_out: int):
-  """PyTorch ``area_pixel_compute_source_index`` for linear modes without align_corners."""
-  scale = np.float32(n_in / n_out)
-  src = np.maximum(scale * (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5),
-                   np.float32(0))
+  """PyTorch ``area_pixel_compute_source_index`` for linear modes without align_corners: a
+  float32 scale, ``scale * (dst + 0.5) - 0.5`` rounded once (the compiled kernel fuses it; a
+  float32 product then difference is off by one ulp at some rows), clamped at 0."""
+  scale = np.float32(n_in / n_out).astype(np.float64)
+  src = np.maximum(scale * (np.arange(n_out) + 0.5) - 0.5, 0).astype(np.float32)
   lo = src.astype(np.int64)
   hi = np.where(lo < n_in - 1, lo + 1, lo)
   return lo, hi, (src - lo.astype(np.float32)).astype(np.float32)
