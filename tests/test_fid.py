@@ -276,3 +276,21 @@ def test_cli_fid_of_two_statistics_files(tmp_path):
   assert out.returncode == 0, out.stderr
   value = float(out.stdout.split('FID:')[1])
   assert value == pytest.approx(calculate_frechet_distance(mu1, s1, mu2, s2), rel=1e-6)
+
+
+def test_cli_offline_says_which_weights_file_goes_where(tmp_path, monkeypatch, capsys):
+  import urllib.error
+  from PIL import Image
+  from inception_jax import pretrained
+  from inception_jax.fid.__main__ import main
+
+  def offline(*args, **kwargs):
+    raise urllib.error.URLError('no network')
+  monkeypatch.setattr(pretrained.urllib.request, 'urlopen', offline)
+  monkeypatch.setenv('INCEPTION_JAX_CACHE', str(tmp_path / 'cache'))
+  Image.fromarray(_uint8((8, 8, 3))).save(tmp_path / 'a.png')
+  assert main([str(tmp_path), str(tmp_path), '--no-progress']) == 2
+  err = capsys.readouterr().err
+  assert 'pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth' in err
+  assert str(tmp_path / 'cache' / 'pytorch_fid__inception-2015-12-05.pth') in err
+  assert err.count('\n') == 1
