@@ -21,7 +21,10 @@ import sys
 def _load_network(weights: str | None, source: str):
   from inception_jax import convert, pretrained
   if weights and os.path.isdir(weights):
-    return pretrained.load(weights)
+    module, variables, meta = pretrained.load(weights)
+    if meta['model'] != 'inception_v3_fid':
+      raise ValueError(f'{weights} holds {meta["model"]}, not the FID network inception_v3_fid')
+    return module, variables
   if weights is None:
     weights = pretrained.fetch(f'{source}/inception-2015-12-05')
   return convert.from_torch('inception_v3_fid', weights, source=source)
