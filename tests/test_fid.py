@@ -294,3 +294,43 @@ def test_cli_offline_says_which_weights_file_goes_where(tmp_path, monkeypatch, c
   assert 'pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth' in err
   assert str(tmp_path / 'cache' / 'pytorch_fid__inception-2015-12-05.pth') in err
   assert err.count('\n') == 1
+
+
+def test_evaluator_streams_batches_into_fid_kid_and_is():
+  """The in-training evaluator on a stand-in network (the FID network's end point and classifier
+  names, a fraction of its cost): its metrics are those of the directly computed features."""
+  import flax.linen as nn
+  from inception_jax.models import layers
+
+  class Tiny(nn.Module):
+    num_classes: int = 1008
+
+    @nn.compact
+    def __call__(self, x, train=False):
+      pooled = x[:, ::37, ::37, :].reshape(x.shape[0], -1)
+      features = layers.endpoint(self, 'PreLogits', nn.Dense(2048)(pooled))
+      return nn.Dense(self.num_classes, name='Logits')(features)
+
+  module = Tiny()
+  variables = module.init(jax.random.key(0), np.zeros((1, 299, 299, 3), np.float32))
+  reference, generated = _uint8((24, 20, 20, 3), seed=5), _uint8((22, 33, 17, 3), seed=6) // 2
+  extractor = fid.Extractor(module, variables, batch_size=8)
+  evaluator = fid.Evaluator(extractor, reference, kid=True, isc=True, kid_subset_size=20,
+                            kid_subsets=3, splits=2)
+  metrics = evaluator(iter([generated[:10], generated[10:]]))
+
+  def direct(x):
+    _, state = module.apply(variables, fid.normalize(fid.resize(x)), mutable=['intermediates'])
+    pool3 = np.asarray(state['intermediates']['endpoints']['PreLogits'], np.float64)
+    return pool3, pool3 @ np.asarray(variables['params']['Logits']['kernel'], np.float64)
+
+  (ref_pool3, _), (gen_pool3, gen_logits) = direct(reference), direct(generated)
+  expected = fid.frechet_distance(gen_pool3.mean(0), np.cov(gen_pool3, rowvar=False),
+                                  ref_pool3.mean(0), np.cov(ref_pool3, rowvar=False))
+  assert metrics['fid'] == pytest.approx(expected, rel=1e-4)
+  kid = fid.kernel_inception_distance(gen_pool3, ref_pool3, subsets=3, subset_size=20)
+  assert (metrics['kid'], metrics['kid_std']) == pytest.approx(kid, rel=1e-3)
+  isc = fid.inception_score(gen_logits, splits=2)
+  assert (metrics['is'], metrics['is_std']) == pytest.approx(isc, rel=1e-4)
+  with pytest.raises(ValueError, match='KID needs reference images'):
+    fid.Evaluator(extractor, (np.zeros(2048), np.eye(2048)), kid=True)
