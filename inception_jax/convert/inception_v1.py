@@ -18,22 +18,16 @@ import math
 
 from inception_jax.convert import torch_converter
 from inception_jax.convert.core import TorchReader
+from inception_jax.models import inception_v1 as v1, layers
 
-# torchvision attribute -> TF-slim scope (paper module 3a is slim's Mixed_3b, ...).
-_STEM = {'conv1': 'Conv2d_1a_7x7', 'conv2': 'Conv2d_2b_1x1', 'conv3': 'Conv2d_2c_3x3'}
-_MIXED = {'inception3a': 'Mixed_3b', 'inception3b': 'Mixed_3c', 'inception4a': 'Mixed_4b',
-          'inception4b': 'Mixed_4c', 'inception4c': 'Mixed_4d', 'inception4d': 'Mixed_4e',
-          'inception4e': 'Mixed_4f', 'inception5a': 'Mixed_5b', 'inception5b': 'Mixed_5c'}
-# torchvision's branchN submodules (Sequential indices) -> Branch_{N-1}/<conv scope>.
-_BRANCHES = {
-    'branch1': ('Branch_0', 'Conv2d_0a_1x1'),
-    'branch2.0': ('Branch_1', 'Conv2d_0a_1x1'),
-    'branch2.1': ('Branch_1', 'Conv2d_0b_3x3'),
-    'branch3.0': ('Branch_2', 'Conv2d_0a_1x1'),
-    'branch3.1': ('Branch_2', 'Conv2d_0b_3x3'),
-    'branch4.1': ('Branch_3', 'Conv2d_0b_1x1'),
-}
-_AUX = {'aux1': 'AuxLogits_4b', 'aux2': 'AuxLogits_4e'}
+# torchvision's attributes, in the order of inception_v1.STEM's convs and of MODULES.
+_STEM = ('conv1', 'conv2', 'conv3')
+_MIXED = ('inception3a', 'inception3b', 'inception4a', 'inception4b', 'inception4c',
+          'inception4d', 'inception4e', 'inception5a', 'inception5b')
+# torchvision's branchN submodules, in the order of layers.conv_scopes(inception_module(...)).
+_BRANCHES = ('branch1', 'branch2.0', 'branch2.1', 'branch3.0', 'branch3.1', 'branch4.1')
+# torchvision's aux1 and aux2 are the heads after 4a and 4d, shallow to deep as AUX_AFTER.
+_AUX = dict(zip(('aux1', 'aux2'), v1.AUX_AFTER.values(), strict=True))
 
 
 def _basic_conv(reader: TorchReader, prefix: str, scope: tuple[str, ...]) -> None:
@@ -59,11 +53,13 @@ def _aux_fc1(reader: TorchReader, prefix: str, scope: tuple[str, ...]) -> None:
                  heads=(('Logits',), ('AuxLogits_4b',), ('AuxLogits_4e',)), variant='bn')
 def torchvision_googlenet(reader: TorchReader, source: str) -> dict:
   """Map ``torchvision.models.googlenet().state_dict()``; implies num_classes and aux_logits."""
-  for prefix, scope in _STEM.items():
+  stem = [op.name for op in v1.STEM if isinstance(op, layers.Conv)]
+  for prefix, scope in zip(_STEM, stem, strict=True):
     _basic_conv(reader, prefix, (scope,))
-  for block, mixed in _MIXED.items():
-    for branch, (branch_scope, conv_scope) in _BRANCHES.items():
-      _basic_conv(reader, f'{block}.{branch}', (mixed, branch_scope, conv_scope))
+  for block, (mixed, *filters) in zip(_MIXED, v1.MODULES, strict=True):
+    scopes = layers.conv_scopes(v1.inception_module(*filters))
+    for branch, scope in zip(_BRANCHES, scopes, strict=True):
+      _basic_conv(reader, f'{block}.{branch}', (mixed, *scope.split('/')))
   aux_logits = reader.has('aux1.fc2.weight') or reader.has('aux2.fc2.weight')
   if aux_logits:
     for prefix, scope in _AUX.items():

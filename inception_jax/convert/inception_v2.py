@@ -13,31 +13,23 @@ from __future__ import annotations
 
 from inception_jax.convert import torch_converter
 from inception_jax.convert.core import TorchReader
+from inception_jax.models import inception_v1 as v1, inception_v2 as v2, layers
 
 # pretrainedmodels' pretrained_settings['bninception']['imagenet'].
 INPUT_SPACE = {'channels': 'BGR', 'range': (0, 255), 'mean': (104.0, 117.0, 128.0),
                'std': (1.0, 1.0, 1.0), 'input_size': 224}
 
-_STEM = {'conv1_7x7_s2': 'Conv2d_1a_7x7', 'conv2_3x3_reduce': 'Conv2d_2b_1x1',
-         'conv2_3x3': 'Conv2d_2c_3x3'}
+# Caffe's names, in the order of inception_v1.STEM's convs and of inception_v2.ROWS.
+_STEM = ('conv1_7x7_s2', 'conv2_3x3_reduce', 'conv2_3x3')
+_BLOCKS = ('3a', '3b', '3c', '4a', '4b', '4c', '4d', '4e', '5a', '5b')
 
-# Caffe block -> TF-slim end point.
-_BLOCKS = {'3a': 'Mixed_3b', '3b': 'Mixed_3c', '3c': 'Mixed_4a', '4a': 'Mixed_4b',
-           '4b': 'Mixed_4c', '4c': 'Mixed_4d', '4d': 'Mixed_4e', '4e': 'Mixed_5a',
-           '5a': 'Mixed_5b', '5b': 'Mixed_5c'}
-_STRIDED = ('3c', '4e')
 
-# Caffe column -> TF-slim branch/scope, in the stride-1 blocks ...
-_COLUMNS = {'1x1': 'Branch_0/Conv2d_0a_1x1',
-            '3x3_reduce': 'Branch_1/Conv2d_0a_1x1', '3x3': 'Branch_1/Conv2d_0b_3x3',
-            'double_3x3_reduce': 'Branch_2/Conv2d_0a_1x1',
-            'double_3x3_1': 'Branch_2/Conv2d_0b_3x3', 'double_3x3_2': 'Branch_2/Conv2d_0c_3x3',
-            'pool_proj': 'Branch_3/Conv2d_0b_1x1'}
-# ... and in the stride-2 blocks, which have no 1x1 column and no pool projection.
-_STRIDED_COLUMNS = {'3x3_reduce': 'Branch_0/Conv2d_0a_1x1', '3x3': 'Branch_0/Conv2d_1a_3x3',
-                    'double_3x3_reduce': 'Branch_1/Conv2d_0a_1x1',
-                    'double_3x3_1': 'Branch_1/Conv2d_0b_3x3',
-                    'double_3x3_2': 'Branch_1/Conv2d_1a_3x3'}
+def _columns(row: v2.Row) -> list[str]:
+  """Caffe's column names of ``row``, in the order of its layers.conv_scopes; the stride-2 rows
+  have no 1x1 column and no pool projection."""
+  return ((['1x1'] if row.conv_1x1 else []) +
+          ['3x3_reduce', '3x3', 'double_3x3_reduce', 'double_3x3_1', 'double_3x3_2'] +
+          (['pool_proj'] if row.proj else []))
 
 
 @torch_converter('inception_v2', sources=('pretrainedmodels',), heads=(('Logits',),))
@@ -48,10 +40,12 @@ def bninception(reader: TorchReader, source: str) -> dict:
   convolutions carry the Caffe biases).
   """
   conv_bias = reader.has('conv1_7x7_s2.bias')
-  names = dict(_STEM)
-  for block, end_point in _BLOCKS.items():
-    columns = _STRIDED_COLUMNS if block in _STRIDED else _COLUMNS
-    names.update({f'inception_{block}_{c}': f'{end_point}/{scope}' for c, scope in columns.items()})
+  stem = [op.name for op in v1.STEM if isinstance(op, layers.Conv)]
+  names = dict(zip(_STEM, stem, strict=True))
+  for block, row in zip(_BLOCKS, v2.ROWS, strict=True):
+    scopes = layers.conv_scopes(v2.inception_module(row))
+    names.update({f'inception_{block}_{c}': f'{row.name}/{scope}'
+                  for c, scope in zip(_columns(row), scopes, strict=True)})
   for caffe, scope in names.items():
     path = tuple(scope.split('/'))
     reader.conv_kernel(f'{caffe}.weight', ('params', *path, 'conv', 'kernel'))

@@ -17,6 +17,7 @@ aux heads' logits are end points too, ``AuxLogits_4b`` and ``AuxLogits_4e``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -27,6 +28,7 @@ from inception_jax.models import layers
 from inception_jax.models.conventions import TF, Conventions
 from inception_jax.models.registry import register
 
+C, P = layers.Conv, layers.Pool
 VARIANTS = ('paper', 'bn')
 
 # Classifier dropout when ``dropout_rate`` is None: the paper's 40% (Section 5); 20% for the
@@ -46,8 +48,16 @@ MODULES = (
     ('Mixed_5b', 256, 160, 320, 32, 128, 128),
     ('Mixed_5c', 384, 192, 384, 48, 128, 128),
 )
+# Max pools between the stages, before the module named.
+POOL_BEFORE = {'Mixed_4b': P('max', 3, 2, 'SAME', name='MaxPool_4a_3x3'),
+               'Mixed_5b': P('max', 2, 2, 'SAME', name='MaxPool_5a_2x2')}
+# Table 1 up to module 3a; in 'paper' an LRN follows the ops named in LRN_AFTER (Figure 3).
+STEM = (C('Conv2d_1a_7x7', 64, 7, 2), P('max', 3, 2, 'SAME', name='MaxPool_2a_3x3'),
+        C('Conv2d_2b_1x1', 64, 1), C('Conv2d_2c_3x3', 192, 3),
+        P('max', 3, 2, 'SAME', name='MaxPool_3a_3x3'))
+LRN_AFTER = ('MaxPool_2a_3x3', 'Conv2d_2c_3x3')
 # Auxiliary classifiers on the outputs of the paper's 4a and 4d (Section 5).
-AUX_AFTER = ('Mixed_4b', 'Mixed_4e')
+AUX_AFTER = {'Mixed_4b': 'AuxLogits_4b', 'Mixed_4e': 'AuxLogits_4e'}
 
 
 def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
@@ -66,49 +76,16 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: 
   return (x / jnp.power(k + alpha / size * summed, beta)).astype(x.dtype)
 
 
-class Branch(nn.Module):
-  """One column of an Inception module: an optional 3x3/1 max pool, then convolutions."""
-
-  convs: tuple[tuple[str, int, int], ...]  # (slim scope, filters, kernel size)
-  conventions: Conventions
-  use_bn: bool
-  pool_first: bool = False
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    if self.pool_first:
-      x = layers.max_pool(x, 3, 1, 'SAME', self.conventions)
-    for scope, filters, kernel in self.convs:
-      x = layers.ConvBN(filters, kernel, self.conventions, use_bn=self.use_bn, dtype=self.dtype,
-                        name=scope)(x, train)
-    return x
-
-
-class InceptionModule(nn.Module):
-  """Figure 2(b): 1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 (3x3 in 'bn') | 3x3 max pool -> 1x1, concatenated."""
-
-  filters: tuple[int, int, int, int, int, int]
-  conventions: Conventions
-  variant: str
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    n1, n3r, n3, n5r, n5, pool_proj = self.filters
-    # TF-slim and torchvision replaced the 5x5 by a 3x3 (pytorch/vision#906). Slim also names
-    # this conv Conv2d_0a_3x3 in Mixed_5b alone, a typo that a slim converter has to map.
-    k5 = 5 if self.variant == 'paper' else 3
-    branches = (
-        ((('Conv2d_0a_1x1', n1, 1),), False),
-        ((('Conv2d_0a_1x1', n3r, 1), ('Conv2d_0b_3x3', n3, 3)), False),
-        ((('Conv2d_0a_1x1', n5r, 1), (f'Conv2d_0b_{k5}x{k5}', n5, k5)), False),
-        ((('Conv2d_0b_1x1', pool_proj, 1),), True),  # after slim's MaxPool_0a_3x3
-    )
-    use_bn = self.variant == 'bn'
-    return jnp.concatenate(
-        [Branch(convs, self.conventions, use_bn, pool_first, self.dtype, name=f'Branch_{i}')(
-            x, train) for i, (convs, pool_first) in enumerate(branches)], axis=-1)
+def inception_module(n1: int, n3r: int, n3: int, n5r: int, n5: int, pool_proj: int,
+                     k5: int = 3) -> tuple[layers.Spec, ...]:
+  """Figure 2(b): 1x1 | 1x1-3x3 | 1x1-5x5 | 3x3 max pool-1x1, widths from a row of Table 1.
+  TF-slim and torchvision made the 5x5 a 3x3 (``k5=3``, pytorch/vision#906)."""
+  return (
+      layers.Spec((C('Conv2d_0a_1x1', n1, 1),)),
+      layers.Spec((C('Conv2d_0a_1x1', n3r, 1), C('Conv2d_0b_3x3', n3, 3))),
+      layers.Spec((C('Conv2d_0a_1x1', n5r, 1), C(f'Conv2d_0b_{k5}x{k5}', n5, k5))),
+      layers.Spec((P('max', 3, 1, 'SAME'), C('Conv2d_0b_1x1', pool_proj, 1))),
+  )
 
 
 class AuxHead(nn.Module):
@@ -172,45 +149,27 @@ class InceptionV1(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False):
     layers.check_input(images, self.min_size, 'inception_v1')
-    conv_kw = dict(conventions=self.conventions, use_bn=self.variant == 'bn', dtype=self.dtype)
-    paper = self.variant == 'paper'
+    kw = dict(conventions=self.conventions, use_bn=self.variant == 'bn', dtype=self.dtype)
+    point = functools.partial(layers.endpoint, self)
     x = images.astype(self.dtype)
-
-    # Stem (Table 1 rows up to "max pool 3x3/2" before 3a; Figure 3 places the LRNs).
-    x = layers.ConvBN(64, 7, strides=2, name='Conv2d_1a_7x7', **conv_kw)(x, train)
-    layers.endpoint(self, 'Conv2d_1a_7x7', x)
-    x = layers.max_pool(x, 3, 2, 'SAME', self.conventions)
-    layers.endpoint(self, 'MaxPool_2a_3x3', x)
-    if paper:
-      x = local_response_norm(x)
-    x = layers.ConvBN(64, 1, name='Conv2d_2b_1x1', **conv_kw)(x, train)
-    layers.endpoint(self, 'Conv2d_2b_1x1', x)
-    x = layers.ConvBN(192, 3, name='Conv2d_2c_3x3', **conv_kw)(x, train)
-    layers.endpoint(self, 'Conv2d_2c_3x3', x)
-    if paper:
-      x = local_response_norm(x)
-    x = layers.max_pool(x, 3, 2, 'SAME', self.conventions)
-    layers.endpoint(self, 'MaxPool_3a_3x3', x)
+    for op in STEM:
+      x = point(op.name, layers.apply_op(op, x, train, **kw))
+      if self.variant == 'paper' and op.name in LRN_AFTER:
+        x = local_response_norm(x)
 
     with_aux = self.aux_logits and self.num_classes > 0
     # The aux heads only feed the training loss, but their parameters exist in eval mode too.
     run_aux = with_aux and (train or self.is_initializing())
     aux = []
+    k5 = 5 if self.variant == 'paper' else 3
     for name, *filters in MODULES:
-      if name == 'Mixed_4b':
-        x = layers.max_pool(x, 3, 2, 'SAME', self.conventions)
-        layers.endpoint(self, 'MaxPool_4a_3x3', x)
-      elif name == 'Mixed_5b':
-        x = layers.max_pool(x, 2, 2, 'SAME', self.conventions)
-        layers.endpoint(self, 'MaxPool_5a_2x2', x)
-      x = InceptionModule(tuple(filters), self.conventions, self.variant, self.dtype,
-                          name=name)(x, train)
-      layers.endpoint(self, name, x)
+      if name in POOL_BEFORE:
+        x = point(POOL_BEFORE[name].name, layers.apply_op(POOL_BEFORE[name], x, train, **kw))
+      x = point(name, layers.Mixed(inception_module(*filters, k5=k5), name=name, **kw)(x, train))
       if run_aux and name in AUX_AFTER:
-        scope = f'AuxLogits_{name[-2:]}'
         a = AuxHead(self.num_classes, self.conventions, self.variant, self.aux_dropout_rate,
-                    self.dtype, name=scope)(x, train)
-        aux.append(layers.endpoint(self, scope, a))
+                    self.dtype, name=AUX_AFTER[name])(x, train)
+        aux.append(point(AUX_AFTER[name], a))
 
     # Table 1: 7x7/1 average pool at 224; global at any resolution, as torchvision.
     x = layers.global_avg_pool(x)

@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inception_jax.models import layers
+from inception_jax.models import inception_v1, layers
 from inception_jax.models.conventions import TF, Conventions
 from inception_jax.models.registry import register
 
@@ -52,6 +52,8 @@ class Row(NamedTuple):
   stride: int = 1
 
 
+C, P = layers.Conv, layers.Pool
+
 # Figure 5, rows 3a..5b, under TF-slim's names.
 ROWS = (
     Row('Mixed_3b', 64, 64, 64, 64, 96, 'avg', 32),
@@ -68,65 +70,22 @@ ROWS = (
 )
 
 
-class Branch(nn.Module):
-  """One column of an Inception module: an optional 3x3 pool, then a chain of conv units."""
-
-  units: tuple[tuple[str, int, int, int], ...]  # (TF-slim scope, filters, kernel, stride)
-  conventions: Conventions
-  pool: tuple[str, int] | None = None  # ('avg' or 'max', stride), applied before the units
-  conv_bias: bool = True
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    if self.pool is not None:
-      kind, stride = self.pool
-      pool = layers.avg_pool if kind == 'avg' else layers.max_pool
-      x = pool(x, 3, stride, 'SAME', self.conventions)
-    for scope, filters, kernel, stride in self.units:
-      x = layers.ConvBN(filters, kernel, self.conventions, strides=stride,
-                        use_bias=self.conv_bias, dtype=self.dtype, name=scope)(x, train)
-    return x
-
-
-class Inception(nn.Module):
-  """An Inception module of Figure 5: 1x1 | 1x1-3x3 | 1x1-3x3-3x3 | pool(-1x1 projection).
-
-  The stride-2 rows (3c, 4e; Appendix) have no 1x1 branch, stride the last 3x3 of both
-  convolution branches and a max pool, and concatenate the pool output unprojected.
-  """
-
-  row: Row
-  conventions: Conventions
-  conv_bias: bool = True
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    r, s = self.row, self.row.stride
-    # TF-slim scopes: a stride-2 op is '..._1a_...'; a stride-1 chain counts 0a, 0b, 0c.
-    last_3x3 = 'Conv2d_1a_3x3' if s > 1 else 'Conv2d_0b_3x3'
-    last_d3x3 = 'Conv2d_1a_3x3' if s > 1 else 'Conv2d_0c_3x3'
-    columns = [  # (conv units, pool ahead of them)
-        ((('Conv2d_0a_1x1', r.conv_1x1, 1, 1),), None),
-        ((('Conv2d_0a_1x1', r.reduce_3x3, 1, 1), (last_3x3, r.conv_3x3, 3, s)), None),
-        ((('Conv2d_0a_1x1', r.reduce_d3x3, 1, 1), ('Conv2d_0b_3x3', r.conv_d3x3, 3, 1),
-          (last_d3x3, r.conv_d3x3, 3, s)), None),
-        ((('Conv2d_0b_1x1', r.proj, 1, 1),) if r.proj else (), (r.pool, s)),
-    ]
-    if not r.conv_1x1:  # the stride-2 rows
-      columns.pop(0)
-    outs = [Branch(units, self.conventions, pool, self.conv_bias, self.dtype,
-                   name=f'Branch_{i}')(x, train) for i, (units, pool) in enumerate(columns)]
-    sizes = {o.shape[1:3] for o in outs}
-    if len(sizes) > 1:
-      # Caffe pools in ceil mode without padding while its convs pad symmetrically; on an odd
-      # input the stride-2 branches disagree by one pixel, and the Caffe network fails too.
-      raise ValueError(
-          f'{r.name}: its stride-2 branches give different sizes {sorted(sizes)} for a '
-          f'{x.shape[1]}x{x.shape[2]} input under the {self.conventions.name!r} conventions, '
-          'which need an even input here; choose an image size that gives one (e.g. 224)')
-    return jnp.concatenate(outs, axis=-1)
+def inception_module(row: Row) -> tuple[layers.Spec, ...]:
+  """A module of Figure 5: 1x1 | 1x1-3x3 | 1x1-3x3-3x3 | pool(-1x1 projection). The stride-2
+  rows (3c, 4e; Appendix) have no 1x1 branch, stride the last 3x3 of both conv branches and a
+  max pool, and pass the pool output through unprojected."""
+  r, s = row, row.stride
+  # TF-slim scopes: a stride-2 op is '..._1a_...'; a stride-1 chain counts 0a, 0b, 0c.
+  last = 'Conv2d_1a_3x3' if s > 1 else None
+  specs = [
+      layers.Spec((C('Conv2d_0a_1x1', r.conv_1x1, 1),)),
+      layers.Spec((C('Conv2d_0a_1x1', r.reduce_3x3, 1),
+                   C(last or 'Conv2d_0b_3x3', r.conv_3x3, 3, s))),
+      layers.Spec((C('Conv2d_0a_1x1', r.reduce_d3x3, 1), C('Conv2d_0b_3x3', r.conv_d3x3, 3),
+                   C(last or 'Conv2d_0c_3x3', r.conv_d3x3, 3, s))),
+      layers.Spec((P(r.pool, 3, s), *((C('Conv2d_0b_1x1', r.proj, 1),) if r.proj else ()))),
+  ]
+  return tuple(specs if r.conv_1x1 else specs[1:])
 
 
 @register('inception_v2',
@@ -153,25 +112,16 @@ class InceptionV2(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     layers.check_input(images, self.min_size, 'inception_v2')
-    conv = functools.partial(layers.ConvBN, conventions=self.conventions,
-                             use_bias=self.conv_bias, dtype=self.dtype)
+    kw = dict(conventions=self.conventions, use_bias=self.conv_bias, dtype=self.dtype)
+    point = functools.partial(layers.endpoint, self)
     x = images.astype(self.dtype)
-
     # Stem, Figure 5 rows 1-4: GoogLeNet's, without its LRN (Section 4.2.1).
-    x = conv(64, 7, strides=2, name='Conv2d_1a_7x7')(x, train)
-    layers.endpoint(self, 'Conv2d_1a_7x7', x)
-    x = layers.max_pool(x, 3, 2, 'SAME', self.conventions)
-    layers.endpoint(self, 'MaxPool_2a_3x3', x)
-    x = conv(64, 1, name='Conv2d_2b_1x1')(x, train)
-    layers.endpoint(self, 'Conv2d_2b_1x1', x)
-    x = conv(192, 3, name='Conv2d_2c_3x3')(x, train)
-    layers.endpoint(self, 'Conv2d_2c_3x3', x)
-    x = layers.max_pool(x, 3, 2, 'SAME', self.conventions)
-    layers.endpoint(self, 'MaxPool_3a_3x3', x)
-
+    for op in inception_v1.STEM:
+      x = point(op.name, layers.apply_op(op, x, train, **kw))
+    # Caffe pools in ceil mode without padding while its convs pad symmetrically: on odd maps
+    # the stride-2 branches of 3c and 4e disagree by a pixel, and layers.Mixed refuses them.
     for row in ROWS:
-      x = Inception(row, self.conventions, self.conv_bias, self.dtype, name=row.name)(x, train)
-      layers.endpoint(self, row.name, x)
+      x = point(row.name, layers.Mixed(inception_module(row), name=row.name, **kw)(x, train))
 
     # Figure 5's final 7x7 average pool, taken over the whole map at any input size.
     x = layers.global_avg_pool(x)

@@ -154,9 +154,15 @@ class Mixed(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    return jnp.concatenate(
-        [Branch(spec, self.conventions, self.use_bn, self.use_bias, self.dtype,
-                name=f'Branch_{i}')(x, train) for i, spec in enumerate(self.specs)], axis=-1)
+    outs = [Branch(spec, self.conventions, self.use_bn, self.use_bias, self.dtype,
+                   name=f'Branch_{i}')(x, train) for i, spec in enumerate(self.specs)]
+    sizes = {o.shape[1:3] for o in outs}
+    if len(sizes) > 1:  # e.g. Caffe's unpadded ceil-mode pool beside padded stride-2 convs
+      raise ValueError(
+          f'{self.name}: its stride-2 branches give different sizes {sorted(sizes)} for a '
+          f'{x.shape[1]}x{x.shape[2]} input under the {self.conventions.name!r} conventions; '
+          'choose an image size that gives them one (e.g. 224)')
+    return jnp.concatenate(outs, axis=-1)
 
 
 def conv_scopes(specs: Sequence[Spec]) -> list[str]:
