@@ -81,8 +81,8 @@ def test_running_stats_equal_np_cov_over_uneven_batches():
   rng = np.random.default_rng(0)
   # An offset far larger than the spread: naive float32 sums of squares lose it all.
   x = (1e4 + rng.normal(size=(203, 16))).astype(np.float32)
-  stats = fid.RunningStats()
-  for lo, hi in ((0, 1), (1, 50), (50, 50), (50, 203)):
+  stats = fid.RunningStats(chunk=60)  # flushes inside the stream and at the end
+  for lo, hi in ((0, 1), (1, 50), (50, 50), (50, 120), (120, 203)):
     stats.update(x[lo:hi])
   assert stats.count == 203
   x64 = x.astype(np.float64)

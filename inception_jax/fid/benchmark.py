@@ -5,7 +5,7 @@ pytorch-fid's ``InceptionV3`` (F.interpolate resize inside), same images, same b
 
 Random weights (the published ones change nothing about the cost); pytorch-fid's download is
 replaced by its own randomly initialised network. uint8 images of ``--size`` go in, 2048-d
-pool3 features come out. Prints one markdown table row per implementation.
+pool3 features come out. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -43,14 +43,20 @@ def _pytorch_fid():
   return run
 
 
-def _time(fn, x, batches: int) -> float:
-  fn(x)  # warm-up (compilation for ours)
-  start = time.perf_counter()
+def _measure(runs: dict, x: np.ndarray, batches: int) -> dict[str, tuple[float, float]]:
+  """Images/s and images per CPU-second of each runner, their timed batches interleaved so that
+  both see the same load on a shared machine."""
+  for fn in runs.values():
+    jax.block_until_ready(fn(x))  # warm-up (compilation for ours)
+  wall, cpu = dict.fromkeys(runs, 0.0), dict.fromkeys(runs, 0.0)
   for _ in range(batches):
-    out = fn(x)
-    if isinstance(out, dict):
-      jax.block_until_ready(out)
-  return batches * x.shape[0] / (time.perf_counter() - start)
+    for name, fn in runs.items():
+      w, c = time.perf_counter(), time.process_time()
+      jax.block_until_ready(fn(x))
+      wall[name] += time.perf_counter() - w
+      cpu[name] += time.process_time() - c
+  n = batches * x.shape[0]
+  return {name: (n / wall[name], n / cpu[name]) for name in runs}
 
 
 def main(argv=None) -> None:
@@ -63,16 +69,20 @@ def main(argv=None) -> None:
   parser.add_argument('--skip-torch', action='store_true')
   args = parser.parse_args(argv)
   x = np.random.default_rng(0).integers(0, 256, (args.batch, args.size, args.size, 3), np.uint8)
-  load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
-  device = jax.devices()[0].device_kind
-  rate = _time(_ours(args.batch, args.mode), x, args.batches)
-  print(f'| inception_jax.fid ({args.mode}), {device} x{jax.device_count()} | {args.batch} | '
-        f'{rate:.1f} | {load:.1f} |')
+  device = f'{jax.devices()[0].device_kind} x{jax.device_count()}'
+  runs = {f'inception_jax.fid ({args.mode} resize, jit), {device}': _ours(args.batch, args.mode)}
   if not args.skip_torch:
     import torch
-    rate = _time(_pytorch_fid(), x, args.batches)
-    print(f'| pytorch-fid 0.3.0, torch {torch.__version__}, {torch.get_num_threads()} threads | '
-          f'{args.batch} | {rate:.1f} | {os.getloadavg()[0]:.1f} |')
+    runs[f'pytorch-fid 0.3.0 (torch {torch.__version__}, {torch.get_num_threads()} threads)'] = \
+        _pytorch_fid()
+  load = os.getloadavg()[0]
+  results = _measure(runs, x, args.batches)
+  load = f'{load:.1f}-{os.getloadavg()[0]:.1f}'
+  print('| implementation | batch | input | images/s | images per CPU-s | load avg 1 min |')
+  print('|---|---|---|---|---|---|')
+  for name, (rate, per_cpu) in results.items():
+    print(f'| {name} | {args.batch} | {args.size}x{args.size} uint8 | {rate:.2f} | {per_cpu:.2f} '
+          f'| {load} |')
 
 
 if __name__ == '__main__':
