@@ -100,18 +100,26 @@ def test_torch_fidelity_extractor(state_dict, tmp_path):
 
 def test_clean_fid_pipeline_and_features_without_classifier(state_dict):
   """clean-fid: PIL bicubic resize of uint8, then its torchscript graph's (x - 128) / 128,
-  here into pytorch-fid's port of the same graph. ``num_classes=0`` returns pool3 itself."""
+  here into pytorch-fid's port of the same graph; sFID's spatial features on the way.
+  ``num_classes=0`` returns pool3 itself."""
   require('cleanfid')
   import torch
   from cleanfid.resize import build_resizer
   from pytorch_fid.inception import InceptionV3
   with _pytorch_fid_weights(state_dict):
     ref_net = InceptionV3([3], resize_input=False, normalize_input=False).eval()
+  # sFID's spatial features: the graph's mixed_6/conv is Mixed_6d's 1x1 branch (blocks[2][6]).
+  spatial = []
+  ref_net.blocks[2][6].branch1x1.register_forward_hook(
+      lambda module, inputs, output: spatial.append(output[:, :7].permute(0, 2, 3, 1)))
   x = _images(2, 64, 77, seed=4)
   resized = np.stack([build_resizer('clean')(image) for image in x])
   with torch.no_grad():
     ref = ref_net(_nchw((resized - 128) / 128).float())[0][:, :, 0, 0].numpy()
-  assert_parity(_extractor(state_dict, 'pytorch_fid', 'clean', ('pool3',))(x)['pool3'], ref)
+  ours = _extractor(state_dict, 'pytorch_fid', 'clean', ('pool3', 'spatial'))(x)
+  assert_parity(ours['pool3'], ref)
+  assert ours['spatial'].shape == (2, 17 * 17 * 7)
+  assert_parity(ours['spatial'], spatial[0].reshape(2, -1).numpy())
   module, variables = convert.from_torch('inception_v3_fid', state_dict, source='pytorch_fid',
                                          num_classes=0)
   features = module.apply(variables, fid.normalize(fid.resize(x, 'clean')), train=False)

@@ -2,8 +2,8 @@
 original and to pytorch-fid / torch-fidelity / clean-fid on request.
 
 >>> from inception_jax import convert, fid
->>> module, variables = convert.from_torch('inception_v3_fid', 'pt_inception-2015-12-05-6726825d.pth',
-...                                        source='pytorch_fid')
+>>> module, variables = convert.from_torch(
+...     'inception_v3_fid', 'pt_inception-2015-12-05-6726825d.pth', source='pytorch_fid')
 >>> extractor = fid.Extractor(module, variables, mode='tf1', batch_size=50)
 >>> evaluator = fid.Evaluator(extractor, 'cifar10_train.npz')   # then every N training steps:
 >>> evaluator(samples_uint8_nhwc)['fid']

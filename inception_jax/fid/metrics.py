@@ -1,13 +1,14 @@
 """FID, KID and the Inception Score on features and logits (host-side, float64).
 
-* FID: Heusel et al. 2017, Eq. 6: ``|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))``.
+* FID: Heusel et al. 2017, the Fréchet distance of two Gaussians,
+  ``|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))``.
   pytorch-fid (``fid_score.py``: ``calculate_frechet_distance``) takes ``scipy.linalg.sqrtm`` of
   the non-symmetric product ``S1 S2``; with fewer samples than dimensions, or near-singular
   covariances, that square root has spurious imaginary parts or is wrong. Here the trace comes from
   the symmetric PSD matrix ``S1^(1/2) S2 S1^(1/2)``, which has the same eigenvalues as ``S1 S2``
   (similar matrices): ``tr (S1 S2)^(1/2) = sum sqrt(eig(S1^(1/2) S2 S1^(1/2)))``, with two
   symmetric eigen-decompositions (real by construction).
-* KID: Binkowski et al. 2018, "Demystifying MMD GANs", Section 4 and Appendix D: the unbiased
+* KID: Binkowski et al. 2018, "Demystifying MMD GANs": the unbiased
   MMD^2 with the cubic polynomial kernel ``(x.y / d + 1)^3``, averaged over random subsets drawn as
   torch-fidelity draws them (``metric_kid.py``), so that the same seed gives the same subsets.
 * IS: Salimans et al. 2016, "Improved Techniques for Training GANs", Section 4:
@@ -48,7 +49,7 @@ def trace_sqrt_product(sigma1, sigma2) -> float:
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-  """FID between two Gaussians (Heusel et al. 2017, Eq. 6), in float64."""
+  """FID between two Gaussians (Heusel et al. 2017), in float64."""
   mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
   sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
   sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
@@ -112,7 +113,8 @@ def inception_score(logits, *, splits: int = 10, shuffle: bool = True,
   p = np.exp(log_p)
   scores = []
   for i in range(splits):
-    part, log_part = p[i * n // splits:(i + 1) * n // splits], log_p[i * n // splits:(i + 1) * n // splits]
+    rows = slice(i * n // splits, (i + 1) * n // splits)
+    part, log_part = p[rows], log_p[rows]
     log_marginal = np.log(part.mean(axis=0, keepdims=True))
     scores.append(np.exp((part * (log_part - log_marginal)).sum(axis=1).mean()))
   return float(np.mean(scores)), float(np.std(scores))

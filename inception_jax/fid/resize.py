@@ -1,10 +1,10 @@
 """Resizing to the FID network's 299x299 input, as each published FID implementation does it.
 
-The scores of Heusel et al. 2017 ("GANs Trained by a Two Time-Scale Update Rule", Section 4 and
-Appendix A) come from TF's ``inception-2015-12-05`` graph, whose first op is TF1's
-``ResizeBilinear`` (``align_corners=False``, no half-pixel centres). Ports that resize otherwise
-report other numbers (Parmar et al. 2022, "On Aliased Resizing and Surprising Subtleties in GAN
-Evaluation", Section 3), so the resize is a choice of reference, named by ``mode``:
+The scores of Heusel et al. 2017 ("GANs Trained by a Two Time-Scale Update Rule") come from TF's
+``inception-2015-12-05`` graph, whose first op is TF1's ``ResizeBilinear`` (``align_corners=False``,
+no half-pixel centres). Ports that resize otherwise report other numbers (Parmar et al. 2022, "On
+Aliased Resizing and Surprising Subtleties in GAN Evaluation"), so the resize is a choice of
+reference, named by ``mode``:
 
 * ``'tf1'``: TF1 ``resize_bilinear`` (``resize_bilinear_op.cc``; reproduced by torch-fidelity's
   ``interpolate_compat_tensorflow.py``): source coordinate ``dst * (in / out)`` in float32.
@@ -13,8 +13,7 @@ Evaluation", Section 3), so the resize is a choice of reference, named by ``mode
 * ``'clean'``: clean-fid's PIL bicubic resize of each channel of the uint8 image as float32
   (``cleanfid/resize.py``, ``make_resizer('PIL', False, 'bicubic', ...)``), clipped to 0-255.
 
-The bilinear modes are jnp functions (jitted with the network); ``'clean'`` runs PIL on the host.
-"""
+The bilinear modes are jnp functions (jitted with the network); ``'clean'`` runs PIL on the host."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """Feature statistics streamed in float64, and the ``.npz`` files that carry them.
 
-FID (Heusel et al. 2017, Eq. 6) compares the mean and covariance of pool3 features. Accumulating
-them in float32 over 50k images loses digits that the distance then magnifies (pytorch-fid and
-torchmetrics issues on float32 covariances), and holding all features costs 400 MB at 50k x 2048.
-:class:`RunningStats` keeps only float64 sums about a shift (see its docstring).
+FID (Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule") compares the mean and
+covariance of pool3 features. Accumulating them in float32 over 50k images loses digits that the
+distance then magnifies (pytorch-fid and torchmetrics issues on float32 covariances), and holding
+all features costs 400 MB at 50k x 2048. :class:`RunningStats` keeps only float64 sums about a shift
+(see its docstring).
 
 Files: ``np.savez`` with ``mu`` (d,) and ``sigma`` (d, d), the format of TTUR's precomputed
-statistics, pytorch-fid (``fid_score.py``: ``save_fid_stats``) and clean-fid
-(``cleanfid/fid.py``: ``make_custom_stats``), so each reads the others' files.
-"""
+statistics, pytorch-fid (``fid_score.py``: ``save_fid_stats``) and clean-fid (``cleanfid/fid.py``:
+``make_custom_stats``), so each reads the others' files."""
 
 from __future__ import annotations
 

@@ -1,18 +1,18 @@
 """The FID network: TF's ``inception-2015-12-05`` graph, the Inception-v3 that Heusel et al. 2017
-("GANs Trained by a Two Time-Scale Update Rule", Section 4) and Salimans et al. 2016 (Inception
+("GANs Trained by a Two Time-Scale Update Rule") and Salimans et al. 2016 (Inception
 Score) computed their scores with.
 
 It is Inception-v3 (Szegedy et al. 2015, Table 1) as released in December 2015, which differs from
-the TF-slim checkpoint in three ways that change the features (pytorch-fid,
-``pytorch_fid/inception.py``: ``FIDInceptionA/C/E_1/E_2``; torch-fidelity,
-``feature_extractor_inceptionv3.py``): its 3x3 average pools divide by the real pixels only (TF
-``SAME``), the pool branch of the last 8x8 module (Mixed_7c, the graph's ``mixed_10``) is a max
-pool, and the classifier has 1008 outputs. Its BatchNorm has a scale, as ported to PyTorch.
+torchvision's port of the later TF-slim checkpoint in three ways that change the features (the
+blocks pytorch-fid patches, ``pytorch_fid/inception.py``: ``FIDInceptionA/C/E_1/E_2``; likewise
+torch-fidelity's ``feature_extractor_inceptionv3.py``): its 3x3 average pools divide by the real
+pixels only (TF ``SAME``), the pool branch of the last 8x8 module (Mixed_7c, the graph's
+``mixed_10``) is a max pool, and the classifier has 1008 outputs. Its BatchNorm has a scale.
 
 End points (the 'intermediates' collection) give the other features FID implementations use:
 pytorch-fid's ``--dims`` 64 / 192 / 768 are the global averages of ``MaxPool_3a_3x3``,
 ``MaxPool_5a_3x3`` and ``Mixed_6e``; sFID's spatial features (Nash et al. 2021, "Generating Images
-with Sparse Representations", Section 4; guided-diffusion ``evaluations/evaluator.py``:
+with Sparse Representations"; guided-diffusion ``evaluations/evaluator.py``:
 ``mixed_6/conv`` channels 0-6) are ``Mixed_6d``'s first 7 channels, since that module's first
 branch is the single 1x1 conv ``mixed_6/conv``. ``PreLogits`` is the graph's 2048-d ``pool_3``.
 """
