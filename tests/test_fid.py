@@ -298,7 +298,8 @@ def test_cli_offline_says_which_weights_file_goes_where(tmp_path, monkeypatch, c
 
 def test_evaluator_streams_batches_into_fid_kid_and_is():
   """The in-training evaluator on a stand-in network (the FID network's end point and classifier
-  names, a fraction of its cost): its metrics are those of the directly computed features."""
+  names, a fraction of its cost; the 64-d features keep the host's eigen-decompositions small):
+  its metrics are those of the directly computed features."""
   import flax.linen as nn
   from inception_jax.models import layers
 
@@ -307,28 +308,31 @@ def test_evaluator_streams_batches_into_fid_kid_and_is():
 
     @nn.compact
     def __call__(self, x, train=False):
-      pooled = x[:, ::37, ::37, :].reshape(x.shape[0], -1)
-      features = layers.endpoint(self, 'PreLogits', nn.Dense(2048)(pooled))
+      stem = layers.endpoint(self, 'MaxPool_3a_3x3', nn.Conv(64, (1, 1))(x[:, ::37, ::37, :]))
+      features = layers.endpoint(self, 'PreLogits', nn.Dense(2048)(stem.mean(axis=(1, 2))))
       return nn.Dense(self.num_classes, name='Logits')(features)
 
   module = Tiny()
   variables = module.init(jax.random.key(0), np.zeros((1, 299, 299, 3), np.float32))
-  reference, generated = _uint8((24, 20, 20, 3), seed=5), _uint8((22, 33, 17, 3), seed=6) // 2
-  extractor = fid.Extractor(module, variables, batch_size=8)
-  evaluator = fid.Evaluator(extractor, reference, kid=True, isc=True, kid_subset_size=20,
-                            kid_subsets=3, splits=2)
-  metrics = evaluator(iter([generated[:10], generated[10:]]))
+  reference, generated = _uint8((90, 20, 20, 3), seed=5), _uint8((70, 33, 17, 3), seed=6) // 2
+  extractor = fid.Extractor(module, variables, batch_size=32)
+  evaluator = fid.Evaluator(extractor, reference, kid=True, isc=True, kid_subset_size=50,
+                            kid_subsets=3, splits=2, feature='64')
+  metrics = evaluator(iter([generated[:40], generated[40:]]))
 
+  @jax.jit
   def direct(x):
     _, state = module.apply(variables, fid.normalize(fid.resize(x)), mutable=['intermediates'])
-    pool3 = np.asarray(state['intermediates']['endpoints']['PreLogits'], np.float64)
-    return pool3, pool3 @ np.asarray(variables['params']['Logits']['kernel'], np.float64)
+    points = state['intermediates']['endpoints']
+    return (points['MaxPool_3a_3x3'].mean(axis=(1, 2)),
+            points['PreLogits'] @ variables['params']['Logits']['kernel'])
 
-  (ref_pool3, _), (gen_pool3, gen_logits) = direct(reference), direct(generated)
-  expected = fid.frechet_distance(gen_pool3.mean(0), np.cov(gen_pool3, rowvar=False),
-                                  ref_pool3.mean(0), np.cov(ref_pool3, rowvar=False))
+  ref64 = np.asarray(direct(reference)[0], np.float64)
+  gen64, gen_logits = (np.asarray(a, np.float64) for a in direct(generated))
+  expected = fid.frechet_distance(gen64.mean(0), np.cov(gen64, rowvar=False),
+                                  ref64.mean(0), np.cov(ref64, rowvar=False))
   assert metrics['fid'] == pytest.approx(expected, rel=1e-4)
-  kid = fid.kernel_inception_distance(gen_pool3, ref_pool3, subsets=3, subset_size=20)
+  kid = fid.kernel_inception_distance(gen64, ref64, subsets=3, subset_size=50)
   assert (metrics['kid'], metrics['kid_std']) == pytest.approx(kid, rel=1e-3)
   isc = fid.inception_score(gen_logits, splits=2)
   assert (metrics['is'], metrics['is_std']) == pytest.approx(isc, rel=1e-4)
