@@ -116,8 +116,8 @@ def fetch(key: str, directory: str | None = None) -> str:
 def convert_known(key: str, *, directory: str | None = None, **kw: Any):
   """Fetch and convert published weights. Returns ``(module, variables, preprocess)``."""
   from inception_jax import convert
-  entry = KNOWN[key] if key in KNOWN else None
-  path = fetch(key, directory)
+  path = fetch(key, directory)  # refuses an unknown key
+  entry = KNOWN[key]
   module, variables = convert.from_torch(entry['model'], path, source=entry['source'], **kw)
   return module, variables, dict(entry['preprocess'])
 
@@ -181,8 +181,7 @@ def load_meta(directory: str) -> dict[str, Any]:
 def build(meta: dict[str, Any], **overrides: Any):
   """The module described by ``meta`` (``overrides`` replace options, e.g. ``num_classes``)."""
   options = dict(meta['options'])
-  conv = options.pop('conventions')
-  options['conventions'] = Conventions(**conv) if isinstance(conv, dict) else conv
+  options['conventions'] = Conventions(**options['conventions'])  # written by describe()
   options.update(overrides)
   return models.create(meta['model'], **options)
 
@@ -190,7 +189,6 @@ def build(meta: dict[str, Any], **overrides: Any):
 def load(directory: str, **overrides: Any):
   """Load converted weights. Returns ``(module, variables, meta)``."""
   import orbax.checkpoint as ocp
-  directory = os.path.abspath(directory)
   from flax import traverse_util
   directory = os.path.abspath(directory)
   meta = load_meta(directory)

@@ -1,8 +1,8 @@
 """The pure train and eval steps. They know the model only as its ``apply`` function.
 
 ``apply_fn(variables, images, train=..., mutable=..., rngs=...)`` follows the models' contract
-(:mod:`inception_jax.models`): in training it returns ``(logits, aux_tuple)`` for models with
-auxiliary heads and the logits otherwise. The steps are meant for ``jax.jit`` over a mesh with
+(:mod:`inception_jax.models`): it returns the logits, and auxiliary heads' logits are read from
+``intermediates/aux_logits`` (absent for models without them). The steps are meant for ``jax.jit`` over a mesh with
 the batch sharded along ``'data'``: every reduction below (the loss, BatchNorm's moments inside
 the model, the metrics) is over the global batch.
 """
@@ -21,13 +21,6 @@ from inception_jax.train_state import TrainState, variables
 Batch = dict[str, jax.Array]
 
 
-def _split_outputs(out) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-  if isinstance(out, tuple):
-    logits, aux = out
-    return logits, tuple(aux)
-  return out, ()
-
-
 def train_step(state: TrainState, batch: Batch, *, apply_fn: Callable[..., Any],
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                label_smoothing: float = 0.0, aux_weight: float = 0.0,
@@ -37,9 +30,10 @@ def train_step(state: TrainState, batch: Batch, *, apply_fn: Callable[..., Any],
   labels, mask = batch['label'], batch['mask']
 
   def loss_fn(params):
-    out, updates = apply_fn(variables(params, state.batch_stats), batch['image'], train=True,
-                            mutable=['batch_stats'], rngs={'dropout': dropout_rng})
-    logits, aux = _split_outputs(out)
+    logits, updates = apply_fn(variables(params, state.batch_stats), batch['image'], train=True,
+                               mutable=['batch_stats', 'intermediates'],
+                               rngs={'dropout': dropout_rng})
+    aux = updates.get('intermediates', {}).get('aux_logits', ())
     loss, parts = losses.classification_loss(logits, aux, labels, mask,
                                              label_smoothing=label_smoothing,
                                              aux_weight=aux_weight)

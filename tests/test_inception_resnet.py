@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from inception_jax import models
 
@@ -39,8 +40,8 @@ ENDPOINTS_299 = {
     },
 }
 
-# Trainable parameters (../shared/REFERENCE.md; facenet-pytorch and timm measured, Keras for
-# 'tf'). facenet-pytorch's InceptionResnetV1(classify=True, num_classes=10): 23,487,754.
+# Trainable parameters (facenet-pytorch 2.6.0 and timm 1.0.31 measured with random weights; Keras
+# 3.15 for 'tf'). facenet-pytorch's InceptionResnetV1(classify=True, num_classes=10): 23,487,754.
 PARAM_COUNTS = [
     ('inception_resnet_v1', dict(conventions='torch'), 24_357_096),
     ('inception_resnet_v1', dict(conventions='torch', num_classes=0), 22_564_096),
@@ -109,15 +110,18 @@ def test_param_count(name, options, count):
                                          ('inception_resnet_v2', (10, 20, 9))])
 def test_block_counts_and_biased_up_projections(name, blocks):
   """Figure 15's repeats (plus the last 8x8 block, Block8); up-projections: bias, no BN."""
-  params = _shapes(models.create(name, conventions='torch'), MIN_SIZE)['params']
+  unrolled = _shapes(models.create(name, conventions='torch', scan=False), MIN_SIZE)['params']
+  scanned = _shapes(models.create(name, conventions='torch'), MIN_SIZE)['params']
   for repeat, kind, n in zip(('Repeat', 'Repeat_1', 'Repeat_2'), ('block35', 'block17', 'block8'),
                              blocks):
-    assert sorted(k for k in params if k.startswith(f'{repeat}/')) == \
-        sorted(f'{repeat}/{kind}_{i}' for i in range(1, n + 1))
-  for scope in (f'Repeat/block35_{blocks[0]}', 'Repeat_1/block17_1', 'Block8'):
-    assert set(params[scope]['Conv2d_1x1']) == {'conv'}
-    assert set(params[scope]['Conv2d_1x1']['conv']) == {'kernel', 'bias'}
-    assert set(params[scope]['Branch_0/Conv2d_1x1']) == {'conv', 'bn'}
+    assert sorted(unrolled[repeat]) == sorted(f'{kind}_{i}' for i in range(1, n + 1))
+    assert list(scanned[repeat]) == [kind]
+    assert {leaf.shape[0] for leaf in jax.tree.leaves(scanned[repeat][kind])} == {n}
+  for block in (unrolled['Repeat'][f'block35_{blocks[0]}'], unrolled['Repeat_1']['block17_1'],
+                unrolled['Block8'], scanned['Repeat_2']['block8']):
+    assert set(block['Conv2d_1x1']) == {'conv'}
+    assert set(block['Conv2d_1x1']['conv']) == {'kernel', 'bias'}
+    assert set(block['Branch_0']['Conv2d_1x1']) == {'conv', 'bn'}
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -128,18 +132,51 @@ def test_residuals_are_scaled_and_the_last_block_has_no_relu(name):
   """
   model = models.create(name, num_classes=0)
   variables = _random_variables(model, MIN_SIZE)
-  params = jax.tree.map(lambda a: a, variables['params'])
-  for scope, p in params.items():
-    if 'Conv2d_1x1' in p and 'bias' in p['Conv2d_1x1']['conv']:
-      up = p['Conv2d_1x1']['conv']
-      up['kernel'] = jnp.zeros_like(up['kernel'])
-      up['bias'] = jnp.full_like(up['bias'], -5.0 if scope == 'Block8' else 1.0)
+  params = traverse_util.flatten_dict(variables['params'])
+  for path in list(params):
+    if path[-3:] == ('Conv2d_1x1', 'conv', 'bias') and not path[-4].startswith('Branch_'):
+      params[path] = jnp.full_like(params[path], -5.0 if path[0] == 'Block8' else 1.0)
+      params[(*path[:-1], 'kernel')] = jnp.zeros_like(params[(*path[:-1], 'kernel')])
+  params = traverse_util.unflatten_dict(params)
   x = np.random.default_rng(0).uniform(-1, 1, (1, MIN_SIZE, MIN_SIZE, 3)).astype(np.float32)
   points = models.endpoints(model, {**variables, 'params': params}, x)
   for before, after, added in REPEATS[name]:
     assert float(points[before].min()) >= 0  # ReLU outputs: the added scales survive the ReLUs
     np.testing.assert_allclose(points[after], points[before] + added, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(points['Block8'], points['Repeat_2'] - 5.0, rtol=1e-5, atol=1e-5)
+
+
+def _flat_layout(tree):
+  """The layout written before the branches were nested: 'Repeat/block35_1' and
+  'Branch_1/Conv2d_0a_1x1' were single module names."""
+  if not isinstance(tree, dict):
+    return tree
+  out = {}
+  for key, value in tree.items():
+    value = _flat_layout(value)
+    if key.startswith(('Repeat', 'Branch_')):
+      out.update({f'{key}/{k}': v for k, v in value.items()})
+    else:
+      out[key] = value
+  return out
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_scanned_and_unrolled_layouts(name):
+  """The same variables in both layouts give the same outputs; the round trip is the identity;
+  checkpoints of the flat layout load into the scanned model."""
+  unrolled = models.create(name, num_classes=5, scan=False)
+  scanned = models.create(name, num_classes=5)
+  variables = _random_variables(unrolled, MIN_SIZE)
+  stacked = models.pyloop_to_scan(name, variables)
+  assert jax.tree.structure(stacked) == jax.tree.structure(_shapes(scanned, MIN_SIZE))
+  x = np.random.default_rng(0).uniform(-1, 1, (2, MIN_SIZE, MIN_SIZE, 3)).astype(np.float32)
+  want = np.asarray(unrolled.apply(variables, x))
+  np.testing.assert_allclose(scanned.apply(stacked, x), want, rtol=1e-5,
+                             atol=1e-5 * abs(want).max())
+  jax.tree.map(np.testing.assert_array_equal, models.scan_to_pyloop(name, stacked), variables)
+  jax.tree.map(np.testing.assert_array_equal, models.pyloop_to_scan(name, _flat_layout(variables)),
+               stacked)
 
 
 @pytest.mark.parametrize('name', NAMES)

@@ -99,13 +99,10 @@ def _spec(size, batch=2):
   return jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
 
 
-def _endpoint_shapes(model, size, train=False):
+def _endpoint_shapes(model, size):
   def run(x):
-    variables = model.init(RNGS, x, train=False)
-    kw = dict(rngs=RNGS) if train else {}
-    return models.endpoints(model, variables, x, train=train, **kw)
-  return {k: (v.shape if not isinstance(v, tuple) else v)
-          for k, v in jax.eval_shape(run, _spec(size)).items()}
+    return models.endpoints(model, model.init(RNGS, x, train=False), x)
+  return {k: v.shape for k, v in jax.eval_shape(run, _spec(size)).items()}
 
 
 def _shapes(**options):
@@ -161,15 +158,22 @@ def test_aux_pool(conventions, size):
 
 
 @pytest.mark.parametrize('variant', ['paper', 'bn'])
-def test_train_returns_aux_logits_shallow_to_deep(variant):
+def test_aux_logits_are_sown_shallow_to_deep(variant):
   model = models.create('inception_v1', variant=variant, num_classes=7)
-  shapes = _endpoint_shapes(model, 224, train=True)
-  logits, aux = shapes['Logits']  # the model's output: (logits, (aux_4b, aux_4e))
-  assert logits.shape == (2, 7) and [a.shape for a in aux] == [(2, 7), (2, 7)]
-  assert shapes['AuxLogits_4b'] == shapes['AuxLogits_4e'] == (2, 7)
-  # Eval mode does not run the heads: logits alone, no aux end points.
-  shapes = _endpoint_shapes(model, 224)
-  assert shapes['Logits'] == (2, 7) and 'AuxLogits_4b' not in shapes
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 65, 65, 3)), jnp.float32)
+  variables = jax.jit(model.init)(RNGS, x)
+  logits, state = jax.jit(lambda v, x: model.apply(
+      v, x, train=True, mutable=['batch_stats', 'intermediates'], rngs=RNGS))(variables, x)
+  assert logits.shape == (2, 7)
+  aux, points = state['intermediates']['aux_logits'], state['intermediates']['endpoints']
+  assert isinstance(aux, tuple) and len(aux) == 2
+  np.testing.assert_array_equal(aux[0], points['AuxLogits_4b'])
+  np.testing.assert_array_equal(aux[1], points['AuxLogits_4e'])
+  assert not np.allclose(aux[0], aux[1])
+  # Without 'intermediates' to write to, the heads do not run: the logits alone.
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats'],
+                                                rngs=RNGS)[0], variables, x)
+  assert out.shape == (2, 7)
 
 
 @pytest.mark.parametrize('options', [dict(aux_logits=False), dict(num_classes=0)])
@@ -217,10 +221,10 @@ def test_min_size(variant, conventions):
   assert size == 65
   v = jax.eval_shape(lambda x: model.init(RNGS, x), _spec(size))
   assert jax.eval_shape(lambda v, x: model.apply(v, x), v, _spec(size)).shape == (2, 1000)
-  logits, aux = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats'], rngs=RNGS)[0],
-      v, _spec(size))
-  assert logits.shape == (2, 1000) and len(aux) == 2
+  logits, state = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats', 'intermediates'],
+                               rngs=RNGS), v, _spec(size))
+  assert logits.shape == (2, 1000) and len(state['intermediates']['aux_logits']) == 2
   with pytest.raises(ValueError, match='inception_v1 needs inputs of at least 65x65'):
     jax.eval_shape(lambda x: model.init(RNGS, x), _spec(size - 1))
 

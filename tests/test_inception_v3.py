@@ -63,12 +63,13 @@ def _variables(module, size=299):
 
 
 def _output_shapes(module, size, train, variables=None):
+  """(output shape, aux logits' shapes); in train mode the aux logits are asked for."""
   variables = variables or _variables(module)
   apply = functools.partial(module.apply, train=train, rngs=RNGS,
-                            mutable=['batch_stats'] if train else False)
+                            mutable=['batch_stats', 'intermediates'] if train else False)
   out = jax.eval_shape(apply, variables, _images(size))
-  out = out[0] if train else out
-  return jax.tree.map(lambda a: a.shape, out)
+  out, aux = (out[0], out[1]['intermediates'].get('aux_logits', ())) if train else (out, ())
+  return out.shape, tuple(a.shape for a in aux)
 
 
 def test_registry_entry():
@@ -96,14 +97,14 @@ def test_endpoint_shapes(conventions):
   assert set(points) == {*ENDPOINT_SHAPES, 'Logits'}
 
 
-# (create() options, train, output shapes for a batch of 2)
+# (create() options, train, (output shape, aux logits' shapes) for a batch of 2)
 HEADS = [
-    (dict(), False, (2, 1000)),
+    (dict(), False, ((2, 1000), ())),
     (dict(), True, ((2, 1000), ((2, 1000),))),
-    (dict(aux_logits=False), True, (2, 1000)),
+    (dict(aux_logits=False), True, ((2, 1000), ())),
     (dict(num_classes=10), True, ((2, 10), ((2, 10),))),
-    (dict(num_classes=0), False, (2, 2048)),
-    (dict(num_classes=0), True, (2, 2048)),
+    (dict(num_classes=0), False, ((2, 2048), ())),
+    (dict(num_classes=0), True, ((2, 2048), ())),
 ]
 
 
@@ -128,7 +129,7 @@ def test_parameter_shapes_do_not_depend_on_input_size(conventions):
 def test_min_size(conventions, train):
   module = models.create('inception_v3', conventions=conventions)
   variables = _variables(module)
-  want = ((2, 1000), ((2, 1000),)) if train else (2, 1000)
+  want = ((2, 1000), ((2, 1000),) if train else ())
   assert _output_shapes(module, MIN_SIZE, train, variables) == want
   with pytest.raises(ValueError, match=f'at least {MIN_SIZE}x{MIN_SIZE}'):
     _output_shapes(module, MIN_SIZE - 1, train, variables)

@@ -33,8 +33,14 @@ ENDPOINTS_299 = {
     'PreLogits': (1536,),
 }
 
-# Trainable parameters: (options, count). timm's inception_v4 measured with random weights
-# (../shared/REFERENCE.md); TF-slim's conv+BN has no gamma, i.e. timm's 31,584 BN weights fewer;
+# With scan=True (the default) each run of identical blocks records only its last block's end
+# point.
+SCANNED_ENDPOINTS = [k for k in ENDPOINTS_299 if k not in (
+    'Mixed_5b', 'Mixed_5c', 'Mixed_5d', 'Mixed_6b', 'Mixed_6c', 'Mixed_6d', 'Mixed_6e', 'Mixed_6f',
+    'Mixed_6g', 'Mixed_7b', 'Mixed_7c')]
+
+# Trainable parameters: (options, count). timm 1.0.31's inception_v4, measured with random
+# weights; TF-slim's conv+BN has no gamma, i.e. timm's 31,584 BN weights fewer;
 # num_classes=0 drops the 1536 x 1000 + 1000 classifier.
 PARAM_COUNTS = [
     (dict(conventions='torch'), 42_679_816),
@@ -77,8 +83,8 @@ def _trace(size, *, train=False, batch=1, **options):
 
 
 @functools.lru_cache(maxsize=None)
-def _traced_299(conventions):
-  return _trace(299, conventions=conventions)
+def _traced_299(conventions, scan=False):
+  return _trace(299, conventions=conventions, scan=scan)
 
 
 @pytest.mark.parametrize('conventions', ['tf', 'torch'])
@@ -87,6 +93,17 @@ def test_endpoints_at_299(conventions):
   assert {k: v.shape[1:] for k, v in points.items()} == ENDPOINTS_299
   assert list(points) == list(ENDPOINTS_299)
   assert logits.shape == (1, 1000)
+
+
+def test_scanned_runs_record_their_last_blocks_end_point():
+  variables, _, points = _traced_299('tf', scan=True)
+  assert list(points) == SCANNED_ENDPOINTS
+  assert {k: v.shape[1:] for k, v in points.items()} == \
+      {k: ENDPOINTS_299[k] for k in SCANNED_ENDPOINTS}
+  # One stacked module per run: 4 Inception-A, 7 Inception-B, 3 Inception-C (Figure 9).
+  params = variables['params']
+  for run, n in (('Mixed_5b_to_5e', 4), ('Mixed_6b_to_6h', 7), ('Mixed_7b_to_7d', 3)):
+    assert {leaf.shape[0] for leaf in jax.tree.leaves(params[run])} == {n}
 
 
 @pytest.mark.parametrize('options,count', PARAM_COUNTS, ids=[str(o) for o, _ in PARAM_COUNTS])
@@ -98,8 +115,9 @@ def test_param_count(options, count):
 def test_kernel_shapes(path, shape):
   variables, _, _ = _traced_299('torch')
   node = variables['params']
-  scope, conv = path.split('/', 1)
-  assert node[scope][conv]['conv']['kernel'].shape == shape
+  for key in path.split('/'):
+    node = node[key]
+  assert node['conv']['kernel'].shape == shape
 
 
 @pytest.mark.parametrize('conventions', ['tf', 'torch'])

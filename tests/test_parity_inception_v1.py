@@ -79,7 +79,7 @@ def test_transform_input_is_our_plain_input():
 
 def test_train_mode_aux_heads():
   """Train mode, dropout off on both sides, BN on batch statistics: torchvision returns
-  (logits, aux2, aux1), we return (logits, (aux_4b, aux_4e)) with aux_4b = its aux1."""
+  (logits, aux2, aux1), we return the logits and sow (aux_4b, aux_4e), aux_4b = its aux1."""
   size = 177
   pair = _pair(True)
   ref = copy.deepcopy(pair.ref).train()  # train mode updates its running statistics
@@ -90,8 +90,9 @@ def test_train_mode_aux_heads():
   with torch.no_grad():
     want = ref(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))))
   module = pair.module.clone(dropout_rate=0.0, aux_dropout_rate=0.0)
-  (logits, (aux_4b, aux_4e)), _ = jax.jit(
-      lambda v, x: module.apply(v, x, train=True, mutable=['batch_stats']))(pair.variables, x)
+  logits, state = jax.jit(lambda v, x: module.apply(
+      v, x, train=True, mutable=['batch_stats', 'intermediates']))(pair.variables, x)
+  aux_4b, aux_4e = state['intermediates']['aux_logits']
   for name, got, w in (('logits', logits, want.logits), ('aux_4b', aux_4b, want.aux_logits1),
                        ('aux_4e', aux_4e, want.aux_logits2)):
     err = assert_parity(got, w.numpy())

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from inception_jax import models
 from inception_jax.convert import ConversionError, from_torch
 from reference_utils import assert_parity, images, randomize_torch, require, torch_forward
 
@@ -54,3 +55,21 @@ def test_timm_mismatched_state_dict_names_every_problem(timm_v4):
   for needle in ('features.19.branch2_3b.bn.running_var', 'features.22.conv.weight',
                  'Mixed_6b/Branch_2/Conv2d_0c_1x7/conv/kernel'):
     assert needle in str(err.value)
+
+
+def test_scanned_and_unrolled_layouts_of_converted_weights(timm_v4):
+  """The converter's scanned default is the unrolled conversion stacked (models.pyloop_to_scan),
+  with the same outputs; scan_to_pyloop takes it back, bitwise."""
+  scanned, stacked = from_torch('inception_v4', timm_v4.state_dict(), source='timm')
+  unrolled, variables = from_torch('inception_v4', timm_v4.state_dict(), source='timm',
+                                   scan=False)
+  assert scanned.scan and not unrolled.scan
+  assert 'Mixed_6h' in variables['params'] and 'Mixed_6h' not in stacked['params']
+  jax.tree.map(np.testing.assert_array_equal, models.pyloop_to_scan('inception_v4', variables),
+               stacked)
+  jax.tree.map(np.testing.assert_array_equal, models.scan_to_pyloop('inception_v4', stacked),
+               variables)
+  x = images(2, 75)
+  want = np.asarray(unrolled.apply(variables, x))
+  np.testing.assert_allclose(scanned.apply(stacked, x), want, rtol=1e-5,
+                             atol=1e-5 * abs(want).max())

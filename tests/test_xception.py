@@ -4,6 +4,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import traverse_util
 
@@ -29,7 +30,7 @@ ENDPOINTS_299 = {
     'Logits': (1000,),
 }
 
-# Trainable parameters (timm legacy_xception and Keras Xception, measured; ../shared/REFERENCE.md).
+# Trainable parameters (timm 1.0.31 legacy_xception and Keras 3.15 Xception, measured).
 PARAM_COUNTS = [
     (dict(conventions='tf'), 22_855_952),
     (dict(conventions='torch'), 22_855_952),
@@ -66,16 +67,37 @@ SHORTCUT_CONVS = {'block2', 'block3', 'block4', 'block13'}
 
 @functools.lru_cache(maxsize=None)
 def _params(**options):
-  return models.variable_shapes('xception', **options)['params']
+  return models.variable_shapes('xception', scan=False, **options)['params']
 
 
+@pytest.mark.parametrize('scan', [False, True])
 @pytest.mark.parametrize('conventions', ['tf', 'torch'])
-def test_endpoint_shapes_at_299(conventions):
-  module = models.create('xception', conventions=conventions)
+def test_endpoint_shapes_at_299(conventions, scan):
+  """Unrolled, every block's end point; scanned, the middle flow records only block12's."""
+  module = models.create('xception', conventions=conventions, scan=scan)
   x = jax.ShapeDtypeStruct((2, 299, 299, 3), jnp.float32)
-  variables = models.variable_shapes('xception', conventions=conventions)
+  variables = models.variable_shapes('xception', conventions=conventions, scan=scan)
   points = jax.eval_shape(lambda v, im: models.endpoints(module, v, im), variables, x)
-  assert {k: v.shape[1:] for k, v in points.items()} == ENDPOINTS_299
+  want = {k: v for k, v in ENDPOINTS_299.items()
+          if not scan or k not in {f'block{i}' for i in range(5, 12)}}
+  assert {k: v.shape[1:] for k, v in points.items()} == want
+
+
+def test_scanned_and_unrolled_layouts():
+  """The middle flow's eight blocks (Figure 5) stacked: same outputs from the same variables,
+  and the round trip between the layouts is the identity."""
+  unrolled = models.create('xception', num_classes=5, scan=False)
+  scanned = models.create('xception', num_classes=5)
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  variables = unrolled.init(RNGS, x)
+  stacked = models.pyloop_to_scan('xception', variables)
+  assert {leaf.shape[0] for leaf in jax.tree.leaves(stacked['params']['block5_to_12'])} == {8}
+  assert 'block5' not in stacked['params'] and 'block12' not in stacked['batch_stats']
+  want = np.asarray(unrolled.apply(variables, x))
+  np.testing.assert_allclose(scanned.apply(stacked, x), want, rtol=1e-5,
+                             atol=1e-5 * abs(want).max())
+  jax.tree.map(np.testing.assert_array_equal, models.scan_to_pyloop('xception', stacked),
+               variables)
 
 
 @pytest.mark.parametrize('options,count', PARAM_COUNTS, ids=[str(o) for o, _ in PARAM_COUNTS])

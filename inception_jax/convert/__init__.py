@@ -154,13 +154,11 @@ def _build_keras(model: str, path: str):
 
 def _finish(model, reader, conv: Converter, implied, num_classes, drop_background, options,
             *, what):
-  implied = dict(implied)
   source_classes = implied.pop('num_classes', 0)
-  heads = [h for h in conv.heads]
   flat = reader.assigned
 
   def in_head(path):
-    return any(path[1:1 + len(h)] == h for h in heads)
+    return any(path[1:1 + len(h)] == h for h in conv.heads)
 
   if drop_background:
     if source_classes != 1001:
@@ -172,8 +170,13 @@ def _finish(model, reader, conv: Converter, implied, num_classes, drop_backgroun
   if num_classes is None:
     num_classes = source_classes
   module = models.create(model, num_classes=num_classes, **implied, **options)
+  # Converters name every block of a run of identical blocks (their errors name the block); a
+  # scanned model gets those stacked at the end (models.pyloop_to_scan).
+  scanned = getattr(module, 'scan', False)
+  if scanned:
+    module = module.clone(scan=False)
   shapes = jax.eval_shape(functools.partial(module.init, train=False), _init_rngs(),
-                          _dummy(module, model))
+                          _dummy(model))
   shapes = {k: v for k, v in shapes.items() if k in ('params', 'batch_stats')}
   reinit: list[tuple[str, ...]] = []
   if num_classes != source_classes:
@@ -189,7 +192,7 @@ def _finish(model, reader, conv: Converter, implied, num_classes, drop_backgroun
                   'body is loaded', model, dropped, num_classes, source_classes)
   variables = assemble(reader, shapes, what=what, allow_missing=reinit)
   if reinit:
-    dummy = _dummy(module, model)
+    dummy = _dummy(model)
     # Under jit, XLA drops the forward pass: no parameter depends on it.
     init = jax.jit(functools.partial(module.init, train=False))
     # An RngBitGenerator key: XLA compiles its initialisers several times faster than threefry's.
@@ -198,6 +201,9 @@ def _finish(model, reader, conv: Converter, implied, num_classes, drop_backgroun
     variables = flatten(variables)
     variables.update({p: np.asarray(fresh[p]) for p in reinit})
     variables = unflatten(variables)
+  if scanned:
+    module = module.clone(scan=True)
+    variables = models.pyloop_to_scan(model, variables, **implied, **options)
   variables = jax.tree.map(jnp.asarray, variables)
   return module, variables
 
@@ -206,7 +212,7 @@ def _init_rngs():
   return {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
 
 
-def _dummy(module, model):
+def _dummy(model):
   size = models.info(model).input_size
   return jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
 

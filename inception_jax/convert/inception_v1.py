@@ -7,9 +7,9 @@ pretrained weights) rescales ImageNet-normalised input ``(x01 - mean) / std`` ch
 equals torchvision's ``googlenet(weights=..., transform_input=True)`` applied to the
 ImageNet-normalised images, and ``transform_input=False`` torchvision on the same [-1, 1] images.
 
-Eval output is the logits; in train mode torchvision returns ``(logits, aux2, aux1)`` and we return
-``(logits, (aux_4b, aux_4e))`` with ``aux_4b`` = torchvision's ``aux1``. torchvision's aux heads
-are not pretrained.
+In train mode torchvision returns ``(logits, aux2, aux1)``; ours returns the logits and sows
+``(aux_4b, aux_4e)`` into ``intermediates/aux_logits``, ``aux_4b`` being torchvision's ``aux1``.
+torchvision's aux heads are not pretrained.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def torchvision_googlenet(reader: TorchReader, source: str) -> dict:
   aux_logits = reader.has('aux1.fc2.weight') or reader.has('aux2.fc2.weight')
   if aux_logits:
     for prefix, scope in _AUX.items():
-      _basic_conv(reader, f'{prefix}.conv', (scope, 'Conv2d_1b_1x1'))
+      _basic_conv(reader, f'{prefix}.conv', (scope, v1.AUX_CONV.name))
       _aux_fc1(reader, prefix, (scope, 'Fc_2a'))
       reader.linear(f'{prefix}.fc2', (scope, 'Logits'))
   num_classes = 0

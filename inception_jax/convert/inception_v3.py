@@ -36,8 +36,8 @@ _TORCH_UNITS = {
                      'branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3a', 'branch3x3dbl_3b',
                      'branch_pool'),
 }
-_AUX = (('AuxLogits.conv0', 'AuxLogits/Conv2d_1b_1x1'),
-        ('AuxLogits.conv1', 'AuxLogits/Conv2d_2a_5x5'))
+_AUX = tuple(zip(('AuxLogits.conv0', 'AuxLogits.conv1'),
+                 (f'AuxLogits/{op.name}' for op in v3.AUX_CONVS), strict=True))
 
 
 def _body() -> tuple[tuple[str, str], ...]:

@@ -5,17 +5,21 @@
 >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 299, 299, 3)))
 >>> logits = model.apply(variables, images, train=False)            # [batch, 1000]
 
-Contract of every model (``module.apply(variables, images, train=...)``, NHWC float images):
+Contract of every model: ``module.apply(variables, images, train=...)`` on NHWC float images
+returns one array, the logits ``[batch, num_classes]``, or with ``num_classes=0`` the pooled
+features ``[batch, features]``. Everything else is sown into the 'intermediates' collection:
 
-* ``train=False``: logits ``[batch, num_classes]``; with ``num_classes=0`` the pooled pre-logits
-  features ``[batch, features]`` instead.
-* ``train=True`` (pass ``mutable=['batch_stats']`` and a ``'dropout'`` rng): models with auxiliary
-  classifiers (inception_v1: after Mixed_4b and Mixed_4e, i.e. the paper's 4a and 4d;
-  inception_v3: after Mixed_6e) return ``(logits, aux)``, ``aux`` a tuple of auxiliary logits
-  ordered from shallowest to deepest; every other model, and these with ``aux_logits=False`` or
-  ``num_classes=0``, return the logits alone, as in eval.
-* Named intermediates (TF-slim's end points: ``Conv2d_1a_3x3``, ``Mixed_5b``, ..., ``PreLogits``)
-  are sown into ``intermediates/endpoints`` (a dict); :func:`endpoints` returns them.
+* ``intermediates/aux_logits``: a tuple of auxiliary logits, shallowest head first (inception_v1:
+  after Mixed_4b and Mixed_4e, the paper's 4a and 4d; inception_v3: after Mixed_6e). The heads
+  run, when the model has them (``aux_logits`` and ``num_classes``), only where 'intermediates' is
+  mutable, and at init so that their parameters exist in every mode::
+
+    logits, state = model.apply(variables, images, train=True, rngs={'dropout': key},
+                                mutable=['batch_stats', 'intermediates'])
+    aux = state['intermediates'].get('aux_logits', ())
+
+* ``intermediates/endpoints``: TF-slim's named end points (``Conv2d_1a_3x3``, ``Mixed_5b``, ...,
+  ``PreLogits``) as a dict; :func:`endpoints` returns them.
 
 Importing this package imports neither TensorFlow nor PyTorch.
 """
@@ -27,10 +31,11 @@ from typing import Any
 import functools
 
 import jax
-import jax.extend.core as jex_core
 import jax.numpy as jnp
 
+from inception_jax.models import runs as _runs
 from inception_jax.models.conventions import TF, TORCH, Conventions, resolve
+from inception_jax.models.flops import flops  # models.flops is the function: from-import the rest
 from inception_jax.models.registry import ModelInfo, create, info, list_models, register
 
 
@@ -56,61 +61,24 @@ def param_count(name: str, **options: Any) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(shapes['params']))
 
 
-def flops(name: str, image_size: int | None = None, **options: Any) -> dict[str, float]:
-  """Forward cost of one image in eval mode, from XLA's cost analysis of the lowered program.
-
-  Returns ``{'flops': ..., 'macs': flops / 2}``: XLA counts a multiply-add as two FLOPs, and also
-  counts BatchNorm, activations and pooling (under 1% here). XLA's analysis skips the taps of a
-  convolution that fall on its implicit zero padding, while the published figures (torchvision,
-  timm, fvcore) count every tap; the program is therefore lowered with each convolution's padding
-  made explicit, so that the count is the conventional one (without this, the factorised 1x7/7x1
-  convolutions of Inception-v4 on 17x17 maps would be under-counted by 4%).
-  """
+def _runs_of(name: str, options: dict[str, Any]) -> tuple[_runs.Run, ...]:
   module = create(name, **options)
-  x = _example(name, image_size)
-  variables = jax.eval_shape(functools.partial(module.init, train=False), _rngs(), x)
-  forward = _explicit_conv_padding(lambda v, im: module.apply(v, im, train=False))
-  cost = jax.jit(forward).lower(variables, x).cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0]
-  total = float(cost['flops'])
-  return {'flops': total, 'macs': total / 2}
+  return module.runs() if hasattr(module, 'runs') else ()
 
 
-def _explicit_conv_padding(fn):
-  """``fn`` re-run from its jaxpr with every padded convolution split into pad + VALID conv."""
-  def run(*args):
-    closed = jax.make_jaxpr(fn)(*args)
-    out = _eval_jaxpr(closed.jaxpr, closed.consts, jax.tree.leaves(args))
-    return jax.tree.unflatten(jax.tree.structure(jax.eval_shape(fn, *args)), out)
-  return run
+def pyloop_to_scan(name: str, variables: dict, **options: Any) -> dict:
+  """Variables of ``create(name, scan=False)`` -> those of ``create(name)`` (scanned runs of
+  blocks stacked on a leading axis). Also takes checkpoints written before the branches were
+  nested (module names holding a slash): restore the saved tree as it is, then pass its
+  ``{'params': ..., 'batch_stats': ...}`` here (an optimizer state's per-parameter trees as
+  ``{'params': tree}``). The identity for models without runs."""
+  return _runs.pyloop_to_scan(variables, _runs_of(name, options))
 
 
-def _eval_jaxpr(jaxpr, consts, args):
-  env = {}
-  read = lambda v: v.val if isinstance(v, jex_core.Literal) else env[v]
-  env.update(zip(jaxpr.constvars, consts))
-  env.update(zip(jaxpr.invars, args))
-  for eqn in jaxpr.eqns:
-    invals = [read(v) for v in eqn.invars]
-    params = eqn.params
-    inner = params.get('jaxpr') if eqn.primitive.name in ('pjit', 'jit') else \
-        params.get('call_jaxpr') if eqn.primitive.name == 'custom_jvp_call' else None
-    if inner is not None:
-      outs = _eval_jaxpr(inner.jaxpr, inner.consts, invals)
-    elif eqn.primitive.name == 'conv_general_dilated' and any(map(any, params['padding'])):
-      lhs, rhs = invals
-      pads = [(0, 0, 0)] * lhs.ndim
-      for dim, (lo, hi) in zip(params['dimension_numbers'].lhs_spec[2:], params['padding']):
-        pads[dim] = (lo, hi, 0)
-      lhs = jax.lax.pad(lhs, jnp.zeros((), lhs.dtype), pads)
-      outs = [eqn.primitive.bind(lhs, rhs, **{**params,
-                                              'padding': ((0, 0),) * len(params['padding'])})]
-    else:
-      outs = eqn.primitive.bind(*invals, **params)
-      outs = outs if eqn.primitive.multiple_results else [outs]
-    env.update(zip(eqn.outvars, outs))
-  return [read(v) for v in jaxpr.outvars]
+def scan_to_pyloop(name: str, variables: dict, **options: Any) -> dict:
+  """Variables of ``create(name)`` -> those of ``create(name, scan=False)``, whose per-block
+  end points (``Mixed_5b`` ... of Inception-v4) only the unrolled model records."""
+  return _runs.scan_to_pyloop(variables, _runs_of(name, options))
 
 
 def endpoints(module, variables, images, *, train: bool = False, **apply_kw) -> dict[str, Any]:
@@ -123,4 +91,5 @@ def endpoints(module, variables, images, *, train: bool = False, **apply_kw) -> 
 
 
 __all__ = ['Conventions', 'ModelInfo', 'TF', 'TORCH', 'create', 'endpoints', 'flops', 'info',
-           'list_models', 'param_count', 'register', 'resolve', 'variable_shapes']
+           'list_models', 'param_count', 'pyloop_to_scan', 'register', 'resolve',
+           'scan_to_pyloop', 'variable_shapes']

@@ -11,8 +11,8 @@ Two networks share this definition (``variant``):
 
 Scopes and end points follow TF-slim (``Conv2d_1a_7x7``, ``Mixed_3b``, ..., ``Mixed_5c``); the
 paper's module "3a" is slim's ``Mixed_3b``, "4a" is ``Mixed_4b`` and so on. Each end point is its
-op's output: in 'paper' the LRNs follow ``MaxPool_2a_3x3`` and ``Conv2d_2c_3x3``. In train mode the
-aux heads' logits are end points too, ``AuxLogits_4b`` and ``AuxLogits_4e``.
+op's output: in 'paper' the LRNs follow ``MaxPool_2a_3x3`` and ``Conv2d_2c_3x3``. When the aux heads
+run, their logits are end points too, ``AuxLogits_4b`` and ``AuxLogits_4e``.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ STEM = (C('Conv2d_1a_7x7', 64, 7, 2), P('max', 3, 2, 'SAME', name='MaxPool_2a_3x
 LRN_AFTER = ('MaxPool_2a_3x3', 'Conv2d_2c_3x3')
 # Auxiliary classifiers on the outputs of the paper's 4a and 4d (Section 5).
 AUX_AFTER = {'Mixed_4b': 'AuxLogits_4b', 'Mixed_4e': 'AuxLogits_4e'}
+AUX_CONV = C('Conv2d_1b_1x1', 128, 1)
 
 
 def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
@@ -110,8 +111,8 @@ class AuxHead(nn.Module):
       x = layers.adaptive_avg_pool(x, 4)
     else:
       x = layers.avg_pool(x, 5, 3, 'VALID', self.conventions)
-    x = layers.ConvBN(128, 1, self.conventions, use_bn=self.variant == 'bn', dtype=self.dtype,
-                      name='Conv2d_1b_1x1')(x, train)
+    x = layers.apply_op(AUX_CONV, x, train, self.conventions, use_bn=self.variant == 'bn',
+                        dtype=self.dtype)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(layers.dense(1024, self.dtype, name='Fc_2a')(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -123,8 +124,8 @@ class AuxHead(nn.Module):
 class InceptionV1(nn.Module):
   """GoogLeNet, Table 1 of the paper; see the module docstring for the two variants.
 
-  ``train=True`` with ``aux_logits`` returns ``(logits, (aux_4b, aux_4e))``, shallow to deep;
-  torchvision returns ``(logits, aux2, aux1)``, deep first.
+  The aux heads' logits go to ``intermediates/aux_logits`` as ``(aux_4b, aux_4e)``, shallow to
+  deep; torchvision returns ``(logits, aux2, aux1)``, deep first.
   """
 
   num_classes: int = 1000
@@ -137,7 +138,7 @@ class InceptionV1(nn.Module):
   variant: str = 'bn'
 
   # With the default options under TF conventions, the aux heads' VALID 5x5 pool needs a 5x5
-  # Mixed_4b map, i.e. ceil(size / 16) >= 5; the aux heads are built at init in eval mode too.
+  # Mixed_4b map, i.e. ceil(size / 16) >= 5; the aux heads are built at init in every mode.
   # PyTorch conventions need less (their aux pool is adaptive).
   min_size: ClassVar[int] = 65
 
@@ -157,10 +158,7 @@ class InceptionV1(nn.Module):
       if self.variant == 'paper' and op.name in LRN_AFTER:
         x = local_response_norm(x)
 
-    with_aux = self.aux_logits and self.num_classes > 0
-    # The aux heads only feed the training loss, but their parameters exist in eval mode too.
-    run_aux = with_aux and (train or self.is_initializing())
-    aux = []
+    run_aux = self.aux_logits and self.num_classes > 0 and layers.wants_aux(self)
     k5 = 5 if self.variant == 'paper' else 3
     for name, *filters in MODULES:
       if name in POOL_BEFORE:
@@ -169,7 +167,7 @@ class InceptionV1(nn.Module):
       if run_aux and name in AUX_AFTER:
         a = AuxHead(self.num_classes, self.conventions, self.variant, self.aux_dropout_rate,
                     self.dtype, name=AUX_AFTER[name])(x, train)
-        aux.append(point(AUX_AFTER[name], a))
+        layers.aux_logits(self, point(AUX_AFTER[name], a))
 
     # Table 1: 7x7/1 average pool at 224; global at any resolution, as torchvision.
     x = layers.global_avg_pool(x)
@@ -178,7 +176,4 @@ class InceptionV1(nn.Module):
       return x
     rate = DEFAULT_DROPOUT[self.variant] if self.dropout_rate is None else self.dropout_rate
     x = nn.Dropout(rate, deterministic=not train)(x)
-    logits = layers.dense(self.num_classes, self.dtype, name='Logits')(x)
-    if train and with_aux:
-      return logits, tuple(aux)
-    return logits
+    return layers.dense(self.num_classes, self.dtype, name='Logits')(x)

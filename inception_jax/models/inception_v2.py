@@ -1,28 +1,13 @@
-"""BN-Inception (Inception-v2): Ioffe & Szegedy 2015, "Batch Normalization", Section 4.2.
+"""BN-Inception (Inception-v2): Ioffe & Szegedy 2015, "Batch Normalization", Section 4.2 and the
+Appendix's Figure 5: GoogLeNet with each 5x5 conv made two 3x3s, a third 28x28 module, avg or max
+pooling per module, and stride-2 modules (3c, 4e) in place of the pools between stages.
 
-The Inception network the paper trains with Batch Normalization, laid out in its Appendix,
-Figure 5. Relative to GoogLeNet: every 5x5 convolution becomes two stacked 3x3 convolutions, the
-28x28 stage has three modules instead of two, modules pool with an average or a max, and the
-stride-2 modules 3c and 4e (stride-2 convolutions and a max pool before the concatenation) take
-the place of GoogLeNet's pooling layers between stages.
-
-The published weights are the Caffe release (ported to PyTorch by ``pretrainedmodels``), so the
-default conventions are 'torch': ceil-mode pooling and PyTorch's BatchNorm epsilon (see the
-``('inception_v2', 'torch')`` row of ``conventions._MODEL_OVERRIDES``). Caffe's block names map to
-TF-slim's end points: inception_3a -> Mixed_3b, 3b -> Mixed_3c, 3c -> Mixed_4a, 4a..4d ->
-Mixed_4b..Mixed_4e, 4e -> Mixed_5a, 5a -> Mixed_5b, 5b -> Mixed_5c. Under these conventions,
-as in Caffe, only input sizes 32k-1 .. 32k+6 (..., 191-198, 223-230, 255-262, ...) give the
-stride-2 modules the even maps they need; other sizes are refused with a ValueError.
-
-Where the Caffe release fixes what the paper leaves open, this follows the release:
-
-* the first layer is a plain 7x7 convolution (TF-slim's ``inception_v2`` makes it separable,
-  depth multiplier 8, by default);
-* every convolution carries a bias ahead of its BatchNorm (``conv_bias=True``; redundant with
-  BN's shift, but present in the checkpoint and counted in its 11,295,240 parameters);
-* module widths are the sums of Figure 5's per-branch filter columns (as in TF-slim too), which
-  make 4c and 4d 608 channels wide and 4e 1056;
-* there are no auxiliary classifiers: Figure 5 lists none and the Caffe release has none.
+The published weights are the Caffe release (ported by ``pretrainedmodels``), so the default
+conventions are 'torch' with Caffe's ceil-mode pools and BN epsilon; under them only input sizes
+32k-1 .. 32k+6 give the stride-2 modules even maps, other sizes are refused. Where the paper is
+open this follows the release: a plain 7x7 first conv (slim makes it separable), a bias in every
+conv ahead of its BN (counted in its 11,295,240 parameters), module widths that sum Figure 5's
+columns, no auxiliary classifier. Caffe's inception_3a..5b are TF-slim's Mixed_3b..Mixed_5c.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """Inception-v3: Szegedy et al. 2015, "Rethinking the Inception Architecture for Computer Vision".
 
-The network of Table 1 as released with the TF-slim checkpoint (and ported by Keras, torchvision
-and timm): a convolutional stem, three 35x35 modules (Figure 5), a grid reduction (Figure 10),
-four 17x17 modules with factorised 7x7 convolutions (Figure 6), a second reduction, two 8x8
-modules with expanded filter banks (Figure 7), and one auxiliary classifier on the 17x17 grid
-(Section 4, Figure 8). Where the released graph departs from Table 1 (the stem between its two
-max pools; a 5x5 branch beside the double 3x3 in the 35x35 modules) it is followed, since every
-pretrained weight set has that shape. Branch widths are those of the released graph.
-
-Parameter names follow TF-slim's scopes (``Mixed_6b/Branch_2/Conv2d_0c_1x7``); where slim's own
-names are inconsistent between repeats of a module (``Conv_1_0c_5x5`` in Mixed_5c,
-``Conv2d_0b_3x1`` in Mixed_7b, ``Conv2d_1a_1x1`` for 3x3 kernels in Mixed_6a) every repeat
-here uses the regular name.
+Table 1 as released with the TF-slim checkpoint (and ported by Keras, torchvision, timm): stem,
+3 x Figure 5, Figure 10's reduction, 4 x Figure 6, a second reduction, 2 x Figure 7, and the aux
+classifier of Section 4 on the 17x17 grid. Where the release departs from Table 1 (the stem; a
+5x5 branch in Figure 5) it is followed, since every pretrained weight set has that shape. Scopes
+are slim's, with the regular name wherever slim's repeats are inconsistent (``Conv_1_0c_5x5`` in
+Mixed_5c, ``Conv2d_0b_3x1`` in Mixed_7b).
 """
 
 from __future__ import annotations
@@ -107,19 +101,14 @@ MIXED = (('Mixed_5b', inception_a, (32,)), ('Mixed_5c', inception_a, (64,)),
          ('Mixed_7a', reduction_b, ()), ('Mixed_7b', inception_c, ()),
          ('Mixed_7c', inception_c, ()))
 AUX_AFTER = 'Mixed_6e'  # Section 4: the auxiliary classifier sits on the last 17x17 module
+AUX_CONVS = (C('Conv2d_1b_1x1', 128, 1), C('Conv2d_2a_5x5', 768, 5))  # Figure 8
 
 
 class AuxHead(nn.Module):
-  """Section 4 and Figure 8, the auxiliary classifier on the 17x17 grid, with BN in the side
-  head (Figure 8): 5x5/3 average pool, 1x1 conv 128, 5x5 conv 768, global average, linear.
-
-  At 299 pixels the pool leaves 5x5 and the 5x5 conv (declared VALID) 1x1, as in TF-slim and
-  torchvision. For smaller inputs TF-slim shrinks the conv's kernel to the map, which makes the
-  parameter shapes depend on the input size; torchvision fails below 299 in train mode. Here an
-  op whose window is larger than its input map is declared SAME instead (zero padding realised
-  by the conventions), so the same 5x5 kernel serves every size down to ``min_size``. The global
-  average after the conv is torchvision's adaptive pool, a no-op at 299.
-  """
+  """Section 4, Figure 8: the auxiliary classifier with BN (5x5/3 avg pool, 1x1 conv 128, 5x5
+  conv 768, global average, linear). Below 299 px an op whose window exceeds its map is declared
+  SAME instead of VALID, so the 5x5 kernel (and the parameter shapes) serve every input size;
+  TF-slim shrinks the kernel instead and torchvision fails."""
 
   num_classes: int
   conventions: Conventions
@@ -128,9 +117,9 @@ class AuxHead(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = layers.avg_pool(x, 5, 3, _fitting(x, 5), self.conventions)
-    conv = functools.partial(layers.ConvBN, conventions=self.conventions, dtype=self.dtype)
-    x = conv(128, 1, name='Conv2d_1b_1x1')(x, train)
-    x = conv(768, 5, padding=_fitting(x, 5), name='Conv2d_2a_5x5')(x, train)
+    for op in AUX_CONVS:
+      x = layers.apply_op(op._replace(padding=_fitting(x, op.kernel)), x, train,
+                          self.conventions, dtype=self.dtype)
     x = layers.global_avg_pool(x)
     return layers.dense(self.num_classes, self.dtype, name='Logits')(x)
 
@@ -149,7 +138,8 @@ class InceptionV3(nn.Module):
     conventions: numeric conventions of the weights' origin (see ``conventions.py``).
     dropout_rate: before the classifier. 0.2 is TF-slim's ``dropout_keep_prob=0.8``, the
       setting of the released checkpoint; torchvision trains with 0.5.
-    aux_logits: the auxiliary classifier after Mixed_6e (Section 4); computed in train mode.
+    aux_logits: the auxiliary classifier after Mixed_6e (Section 4); its logits go to
+      ``intermediates/aux_logits`` (see ``models/__init__.py``).
     dtype: compute dtype (parameters stay float32).
   """
 
@@ -172,14 +162,12 @@ class InceptionV3(nn.Module):
     x = images
     for op in STEM:
       x = point(op.name, layers.apply_op(op, x, train, **kw))
-    aux = None
     for name, specs, args in MIXED:
       x = point(name, layers.Mixed(specs(*args), name=name, **kw)(x, train))
-      # Only train mode uses the aux head; it also runs at init so that eval-mode init creates
-      # its parameters.
       if (name == AUX_AFTER and self.aux_logits and self.num_classes
-          and (train or self.is_initializing())):
-        aux = point('AuxLogits', AuxHead(self.num_classes, name='AuxLogits', **kw)(x, train))
+          and layers.wants_aux(self)):
+        aux = AuxHead(self.num_classes, name='AuxLogits', **kw)(x, train)
+        layers.aux_logits(self, point('AuxLogits', aux))
 
     # Table 1's 8x8 pool taken over the whole map (as Keras and torchvision do), so that every
     # input size gives one feature vector.
@@ -187,7 +175,4 @@ class InceptionV3(nn.Module):
     if not self.num_classes:
       return x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = layers.dense(self.num_classes, self.dtype, name='Logits')(x)
-    if train and aux is not None:
-      return logits, (aux,)
-    return logits
+    return layers.dense(self.num_classes, self.dtype, name='Logits')(x)

@@ -278,3 +278,17 @@ def endpoint(module: nn.Module, name: str, x: jax.Array) -> jax.Array:
   module.sow('intermediates', 'endpoints', {name: x}, init_fn=dict,
              reduce_fn=lambda points, new: {**points, **new})
   return x
+
+
+def wants_aux(module: nn.Module) -> bool:
+  """Whether auxiliary heads run: at init (so that their parameters exist in every mode) and
+  whenever the caller can read their output, i.e. 'intermediates' is mutable."""
+  return module.is_initializing() or module.is_mutable_collection('intermediates')
+
+
+def aux_logits(module: nn.Module, logits: jax.Array) -> jax.Array:
+  """Append an auxiliary head's logits to ``intermediates/aux_logits``, a tuple ordered from
+  the shallowest head to the deepest; the model itself returns only the main logits."""
+  module.sow('intermediates', 'aux_logits', logits)
+  return logits
+

@@ -1,27 +1,17 @@
 """Xception (Chollet 2017, "Xception: Deep Learning with Depthwise Separable Convolutions").
 
-Figure 5 of the paper: 36 convolutions in 14 blocks, a linear stack of depthwise separable
-convolutions with residual connections around all blocks but the first and the last.
-
-* entry flow: ``block1`` (two plain 3x3 convs, VALID as in Keras and timm), then ``block2``,
-  ``block3``, ``block4``: two separable convs and a stride-2 max pool, with a strided 1x1 conv+BN
-  shortcut (128, 256, 728 channels);
-* middle flow: ``block5`` ... ``block12``, three separable convs of 728 with an identity shortcut;
-* exit flow: ``block13`` (728 -> 1024 with a conv shortcut), ``block14`` (separable 1536 and 2048,
-  each followed by ReLU), global average pool, dropout, classifier (no auxiliary tower,
-  Section 4.3).
-
-Scopes and end points follow Keras' layer names (``keras.applications.Xception``): end points
-``block1_conv1`` (149x149x32 at 299), ``block1_conv2`` (147x147x64), ``block2`` (74x74x128),
-``block3`` (37x37x256), ``block4`` (19x19x728, end of the entry flow), ``block5`` ... ``block12``
-(19x19x728, ``block12`` ends the middle flow), ``block13`` (10x10x1024), ``block14``
-(10x10x2048, after its last ReLU), ``PreLogits`` (2048). The end points of blocks 2-13 are the sums
-of residual and shortcut, before the ReLU with which the next block starts.
+Figure 5: 36 convolutions in 14 blocks, a linear stack of depthwise separable convolutions with
+residual connections around all blocks but the first and the last: the entry flow (block1's
+two plain convs, block2-4), the middle flow repeated eight times (block5-12), the exit flow
+(block13, block14), pooling, dropout, classifier; no auxiliary tower (Section 4.3). Names and end
+points are Keras' (``keras.applications.Xception``); the end points of blocks 2-13 are the sums of
+residual and shortcut, before the ReLU that starts the next block.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Sequence
+import functools
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -30,28 +20,24 @@ import jax.numpy as jnp
 from inception_jax.models import layers
 from inception_jax.models.conventions import TF, Conventions
 from inception_jax.models.registry import register
+from inception_jax.models.runs import Run, run_blocks
 
-# (name, widths of the separable convs, stride, ReLU before the first separable conv), Figure 5.
-# block2 follows block1's own ReLU, so it starts with its separable conv.
-BLOCKS: tuple[tuple[str, tuple[int, ...], int, bool], ...] = (
-    ('block2', (128, 128), 2, False),
-    ('block3', (256, 256), 2, True),
-    ('block4', (728, 728), 2, True),
-    *((f'block{i}', (728, 728, 728), 1, True) for i in range(5, 13)),
-    ('block13', (728, 1024), 2, True),
-)
+C, P = layers.Conv, layers.Pool
+
+
+class SepConv(NamedTuple):
+  """A separable conv op (Section 3): a ReLU first where ``relu``, then :class:`SeparableConvBN`."""
+  name: str
+  features: int
+  relu: bool = True
 
 
 class SeparableConvBN(nn.Module):
-  """Depthwise 3x3 conv, pointwise 1x1 conv, BatchNorm (Section 3, Figure 5).
-
-  No BN or ReLU between depthwise and pointwise: the paper (Section 4.7, Figure 10) found the
-  intermediate non-linearity harmful, and Keras' SeparableConv2D and timm have none.
-  """
+  """Depthwise 3x3 conv, pointwise 1x1 conv, BatchNorm. Nothing between depthwise and
+  pointwise: Section 4.7 (Figure 10) found an intermediate non-linearity harmful."""
 
   features: int
   conventions: Conventions
-  activation: Callable[[jax.Array], jax.Array] | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -61,43 +47,64 @@ class SeparableConvBN(nn.Module):
     x = layers.ConvBN(x.shape[-1], 3, feature_group_count=x.shape[-1], name='depthwise',
                       **plain)(x)
     x = layers.ConvBN(self.features, 1, name='pointwise', **plain)(x)
-    x = layers.batch_norm(self.conventions, self.dtype, name='bn')(x, use_running_average=not train)
-    return x if self.activation is None else self.activation(x)
+    return layers.batch_norm(self.conventions, self.dtype, name='bn')(
+        x, use_running_average=not train)
+
+
+class Block(NamedTuple):
+  """A residual block of Figure 5: ``ops`` (separable convs, then a max pool where the block
+  strides) and the ``shortcut`` (a strided 1x1 conv+BN, or None: identity)."""
+  ops: tuple[SepConv | layers.Pool, ...]
+  shortcut: layers.Conv | None = None
+
+
+def block(widths: tuple[int, ...], strides: int = 1, first_relu: bool = True) -> Block:
+  ops = tuple(SepConv(f'sepconv{i + 1}', w, relu=i > 0 or first_relu)
+              for i, w in enumerate(widths))
+  if strides == 1:
+    return Block(ops)
+  return Block((*ops, P('max', 3, strides)), C('residual', widths[-1], 1, strides, relu=False))
 
 
 class XceptionBlock(nn.Module):
-  """A residual block of the entry, middle or exit flow (Figure 5).
+  """Runs a :class:`Block`; the shortcut takes the block's input before the first ReLU, so the
+  sum that leaves the block is not rectified."""
 
-  ReLU precedes each separable conv inside the residual branch; the shortcut takes the block's
-  input before that ReLU, so the sum that leaves the block is not rectified.
-  """
-
-  widths: Sequence[int]
+  block: Block
   conventions: Conventions
-  strides: int = 1
-  start_with_relu: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    kw = dict(conventions=self.conventions, dtype=self.dtype)
     shortcut = x
-    if self.strides != 1 or x.shape[-1] != self.widths[-1]:
-      shortcut = layers.ConvBN(self.widths[-1], 1, self.conventions, strides=self.strides,
-                               activation=None, dtype=self.dtype, name='residual')(x, train)
-    for i, width in enumerate(self.widths):
-      if i > 0 or self.start_with_relu:
-        x = nn.relu(x)
-      x = SeparableConvBN(width, self.conventions, dtype=self.dtype,
-                          name=f'sepconv{i + 1}')(x, train)
-    if self.strides != 1:
-      x = layers.max_pool(x, 3, self.strides, 'SAME', self.conventions)
+    if self.block.shortcut is not None:
+      shortcut = layers.apply_op(self.block.shortcut, x, train, **kw)
+    for op in self.block.ops:
+      if isinstance(op, SepConv):
+        x = SeparableConvBN(op.features, name=op.name, **kw)(nn.relu(x) if op.relu else x, train)
+      else:
+        x = layers.apply_op(op, x, train, **kw)
     return x + shortcut
+
+
+# Figure 5. block2 follows block1's own ReLU, so it starts with its separable conv; block14's
+# separable convs are each followed by a ReLU.
+STEM = (C('block1_conv1', 32, 3, 2, 'VALID'), C('block1_conv2', 64, 3, 1, 'VALID'))
+MIDDLE_FLOW = Run((), 'block5_to_12', tuple(f'block{i}' for i in range(5, 13)))
+BLOCKS = (('block2', block((128, 128), 2, first_relu=False)),
+          ('block3', block((256, 256), 2)),
+          ('block4', block((728, 728), 2)),
+          (MIDDLE_FLOW, block((728, 728, 728))),
+          ('block13', block((728, 1024), 2)))
+EXIT = (SepConv('block14_sepconv1', 1536, relu=False), SepConv('block14_sepconv2', 2048))
 
 
 @register('xception', paper='Chollet 2017, Xception: Deep Learning with Depthwise Separable '
           'Convolutions', input_size=299, default_conventions='tf')
 class Xception(nn.Module):
-  """Xception for ImageNet (Figure 5); see the module docstring for scopes and end points."""
+  """Xception for ImageNet (Figure 5). ``scan``: the middle flow is one scanned module
+  (``block5_to_12``) that records only ``block12``'s end point; ``scan=False`` unrolls it."""
 
   # Two VALID 3x3 convs (the first with stride 2) need 7 pixels to leave one; every later op is
   # padded. Keras refuses inputs below 71 by policy, not necessity.
@@ -105,31 +112,38 @@ class Xception(nn.Module):
 
   num_classes: int = 1000
   conventions: Conventions = TF
-  # Section 4.3: "a dropout layer of rate 0.5 before the logistic regression layer" on ImageNet
-  # (none on JFT). Keras and timm's ports default to no dropout; eval outputs are unaffected.
+  # Section 4.3: dropout 0.5 before the logistic regression on ImageNet; Keras and timm default
+  # to none (eval outputs are unaffected).
   dropout_rate: float = 0.5
+  scan: bool = True
+  remat: bool = False
   dtype: Any = jnp.float32
+
+  def runs(self) -> tuple[Run, ...]:
+    return (MIDDLE_FLOW,)
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     layers.check_input(images, self.min_size, 'xception')
-    c, dt = self.conventions, self.dtype
-    x = images.astype(dt)
-    x = layers.ConvBN(32, 3, c, strides=2, padding='VALID', dtype=dt, name='block1_conv1')(x, train)
-    layers.endpoint(self, 'block1_conv1', x)
-    x = layers.ConvBN(64, 3, c, padding='VALID', dtype=dt, name='block1_conv2')(x, train)
-    layers.endpoint(self, 'block1_conv2', x)
+    kw = dict(conventions=self.conventions, dtype=self.dtype)
+    point = functools.partial(layers.endpoint, self)
+    x = images.astype(self.dtype)
+    for op in STEM:
+      x = point(op.name, layers.apply_op(op, x, train, **kw))
+    for name, spec in BLOCKS:
+      make = functools.partial(XceptionBlock, spec, **kw)
+      if isinstance(name, Run):
+        x = run_blocks(make, name, x, train, scan=self.scan, remat=self.remat, each=point)
+        if self.scan:
+          point(name.blocks[-1], x)
+      else:
+        x = point(name, make(name=name)(x, train))
+    for op in EXIT:
+      x = SeparableConvBN(op.features, name=op.name, **kw)(nn.relu(x) if op.relu else x, train)
+    x = point('block14', nn.relu(x))
 
-    for name, widths, strides, start_with_relu in BLOCKS:
-      x = XceptionBlock(widths, c, strides, start_with_relu, dtype=dt, name=name)(x, train)
-      layers.endpoint(self, name, x)
-
-    x = SeparableConvBN(1536, c, nn.relu, dtype=dt, name='block14_sepconv1')(x, train)
-    x = SeparableConvBN(2048, c, nn.relu, dtype=dt, name='block14_sepconv2')(x, train)
-    layers.endpoint(self, 'block14', x)
-
-    x = layers.endpoint(self, 'PreLogits', layers.global_avg_pool(x))
+    x = point('PreLogits', layers.global_avg_pool(x))
     if self.num_classes == 0:
       return x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return layers.dense(self.num_classes, dt, name='Logits')(x)
+    return layers.dense(self.num_classes, self.dtype, name='Logits')(x)

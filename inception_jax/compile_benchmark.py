@@ -1,0 +1,124 @@
+"""Compile time and step time of a model's training gradient, scanned against unrolled blocks.
+
+    python -m inception_jax.compile_benchmark --model inception_resnet_v2 --batch 2 --size 299
+
+For each layout: ``jax.jit(jax.value_and_grad(loss)).lower(...).compile()`` timed ``--repeats``
+times (caches cleared between), loss the mean of the train-mode logits with mutable
+``batch_stats``; then the compiled step run ``--steps`` times. Wall and process CPU seconds
+(all threads; less sensitive than wall time to other load on the machine). Prints the machine
+(CPU model, AVX2/AVX-512, the 1-minute load average before each run) and a table of medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from inception_jax import models
+
+
+def machine() -> dict[str, Any]:
+  """CPU model and vector extensions from /proc/cpuinfo (Linux), and the core count."""
+  info = {'cpu': platform.processor() or platform.machine(), 'avx2': None, 'avx512f': None,
+          'cores': os.cpu_count(), 'jax': jax.__version__, 'backend': jax.default_backend()}
+  try:
+    with open('/proc/cpuinfo') as f:
+      text = f.read()
+  except OSError:
+    return info
+  for line in text.splitlines():
+    key, _, value = line.partition(':')
+    if key.strip() == 'model name':
+      info['cpu'] = value.strip()
+    elif key.strip() == 'flags':
+      flags = set(value.split())
+      info['avx2'], info['avx512f'] = 'avx2' in flags, 'avx512f' in flags
+      break
+  return info
+
+
+def measure(name: str, *, scan: bool, batch: int, size: int, repeats: int,
+            steps: int) -> dict[str, Any]:
+  """Median compile and step seconds of ``name``'s training gradient (one layout)."""
+  module = models.create(name, scan=scan)
+  x = jnp.asarray(jax.random.uniform(jax.random.PRNGKey(0), (batch, size, size, 3)) * 2 - 1)
+  init = jax.jit(lambda rng: module.init(rng, x[:1], train=False))
+  variables = init(jax.random.PRNGKey(0))
+  params, batch_stats = variables['params'], variables['batch_stats']
+  rng = jax.random.PRNGKey(1)
+
+  def loss(params, batch_stats, x, rng):
+    logits, state = module.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,
+                                 mutable=['batch_stats'], rngs={'dropout': rng})
+    return jnp.mean(logits.astype(jnp.float32)), state['batch_stats']
+
+  args = (params, batch_stats, x, rng)
+  compile_s, compile_cpu_s, lower_s, loads = [], [], [], []
+  for _ in range(repeats):
+    jax.clear_caches()
+    loads.append(os.getloadavg()[0])
+    start, cpu = time.perf_counter(), time.process_time()
+    lowered = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(*args)
+    mid = time.perf_counter()
+    step = lowered.compile()
+    compile_s.append(time.perf_counter() - start)
+    compile_cpu_s.append(time.process_time() - cpu)
+    lower_s.append(mid - start)
+  jax.block_until_ready(step(*args))  # warm-up
+  step_s, step_cpu_s = [], []
+  for _ in range(steps):
+    start, cpu = time.perf_counter(), time.process_time()
+    jax.block_until_ready(step(*args))
+    step_s.append(time.perf_counter() - start)
+    step_cpu_s.append(time.process_time() - cpu)
+  return {'model': name, 'scan': scan, 'batch': batch, 'size': size,
+          'compile_s': compile_s, 'compile_cpu_s': compile_cpu_s, 'lower_s': lower_s,
+          'step_s': step_s, 'step_cpu_s': step_cpu_s, 'load_1min': loads,
+          'compile_median_s': statistics.median(compile_s),
+          'compile_cpu_median_s': statistics.median(compile_cpu_s),
+          'step_median_s': statistics.median(step_s),
+          'step_cpu_median_s': statistics.median(step_cpu_s)}
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--model', default='inception_resnet_v2')
+  parser.add_argument('--batch', type=int, default=2)
+  parser.add_argument('--size', type=int, default=299)
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--steps', type=int, default=5)
+  parser.add_argument('--layouts', default='scan,unrolled',
+                      help="comma-separated subset of 'scan' and 'unrolled'")
+  args = parser.parse_args(argv)
+  layouts = args.layouts.split(',')
+  if not set(layouts) <= {'scan', 'unrolled'}:
+    parser.error(f"--layouts takes 'scan' and/or 'unrolled', got {args.layouts!r}")
+  jax.config.update('jax_enable_compilation_cache', False)  # time real compiles
+  print(json.dumps({'machine': machine(), 'date': time.strftime('%Y-%m-%d %H:%M UTC',
+                                                                time.gmtime())}), flush=True)
+  rows = []
+  for layout in layouts:
+    row = measure(args.model, scan=layout == 'scan', batch=args.batch, size=args.size,
+                  repeats=args.repeats, steps=args.steps)
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+  print('\n| layout | compile s, wall (runs) | compile s, CPU (runs) | step s, wall | step s, '
+        'CPU | load before runs |')
+  print('|---|---|---|---|---|---|')
+  for row in rows:
+    runs = lambda key: ', '.join(f'{s:.1f}' for s in row[key])
+    print(f"| {'scanned' if row['scan'] else 'unrolled'} | {row['compile_median_s']:.1f} "
+          f"({runs('compile_s')}) | {row['compile_cpu_median_s']:.1f} ({runs('compile_cpu_s')}) | "
+          f"{row['step_median_s']:.2f} | {row['step_cpu_median_s']:.2f} | {runs('load_1min')} |")
+
+
+if __name__ == '__main__':
+  main()
