@@ -338,3 +338,12 @@ def test_evaluator_streams_batches_into_fid_kid_and_is():
   assert (metrics['is'], metrics['is_std']) == pytest.approx(isc, rel=1e-4)
   with pytest.raises(ValueError, match='KID needs reference images'):
     fid.Evaluator(extractor, (np.zeros(2048), np.eye(2048)), kid=True)
+
+
+def test_importing_fid_imports_neither_tensorflow_nor_torch():
+  code = ('import sys; import inception_jax.fid, inception_jax.fid.__main__; '
+          'bad = [m for m in ("tensorflow", "torch", "keras") if m in sys.modules]; '
+          'assert not bad, bad')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get('PYTHONPATH', '')]))
+  subprocess.run([sys.executable, '-c', code], check=True, env=env)
