@@ -39,9 +39,13 @@ CAFFE_BGR = dict(mean=(104.0, 117.0, 128.0), std=(1.0, 1.0, 1.0), scale=255.0, b
                  crop_pct=0.875, interpolation='bilinear')  # pretrainedmodels bninception
 FACENET = dict(mean=(0.5, 0.5, 0.5), std=(128 / 255,) * 3, scale=1.0, bgr=False, crop_pct=1.0,
                interpolation='bilinear')  # facenet-pytorch fixed_image_standardization
+# The FID graph (TF inception-2015-12-05): (x - 128) / 128 of 0-255 values, whole image resized
+# (inception_jax.fid.resize does it as each FID reference does).
+FID = dict(mean=(128 / 255,) * 3, std=(128 / 255,) * 3, scale=1.0, bgr=False, crop_pct=1.0,
+           interpolation='bilinear')
 # By the name ``config.data.normalization`` gives them.
 NORMALIZATIONS = {'inception': INCEPTION, 'imagenet': IMAGENET, 'caffe_bgr': CAFFE_BGR,
-                  'facenet': FACENET}
+                  'facenet': FACENET, 'fid': FID}
 
 _HF = 'https://huggingface.co/timm/{}/resolve/main/model.safetensors'
 
@@ -71,6 +75,16 @@ KNOWN: dict[str, dict[str, Any]] = {
         model='xception', source='timm',
         preprocess=dict(INCEPTION, crop_pct=0.8975, interpolation='bicubic'),
         url=_HF.format('legacy_xception.tf_in1k')),
+    # The FID network as pytorch-fid (pytorch_fid/inception.py: FID_WEIGHTS_URL) and
+    # torch-fidelity (feature_extractor_inceptionv3.py: URL_INCEPTION_V3) publish it.
+    'pytorch_fid/inception-2015-12-05': dict(
+        model='inception_v3_fid', source='pytorch_fid', preprocess=FID,
+        url='https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
+            'pt_inception-2015-12-05-6726825d.pth'),
+    'torch_fidelity/inception-2015-12-05': dict(
+        model='inception_v3_fid', source='torch_fidelity', preprocess=FID,
+        url='https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/'
+            'weights-inception-2015-12-05-6726825d.pth'),
 }
 
 

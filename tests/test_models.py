@@ -28,6 +28,8 @@ PARAM_COUNTS = [
     ('inception_v3', dict(conventions='torch', aux_logits=False), 23_834_568),
     ('inception_v3', dict(conventions='torch', aux_logits=True), 27_161_264),
     ('inception_v3', dict(conventions='tf', aux_logits=False), 23_817_352),
+    # Its own 1008 classes: pytorch-fid's fid_inception_v3() measured with random weights.
+    ('inception_v3_fid', dict(), 23_850_960),
     ('inception_v4', dict(conventions='torch'), 42_679_816),
     ('inception_resnet_v1', dict(conventions='torch'), 24_357_096),
     ('inception_resnet_v2', dict(conventions='torch'), 55_843_464),
@@ -48,12 +50,14 @@ GMACS = {
 }
 
 NATIVE_SIZE = {
-    'inception_v1': 224, 'inception_v2': 224, 'inception_v3': 299, 'inception_v4': 299,
+    'inception_v1': 224, 'inception_v2': 224, 'inception_v3': 299, 'inception_v3_fid': 299,
+    'inception_v4': 299,
     'inception_resnet_v1': 299, 'inception_resnet_v2': 299, 'xception': 299,
 }
 # Width of the pooled pre-logits features (num_classes=0).
 FEATURES = {
-    'inception_v1': 1024, 'inception_v2': 1024, 'inception_v3': 2048, 'inception_v4': 1536,
+    'inception_v1': 1024, 'inception_v2': 1024, 'inception_v3': 2048, 'inception_v3_fid': 2048,
+    'inception_v4': 1536,
     'inception_resnet_v1': 1792, 'inception_resnet_v2': 1536, 'xception': 2048,
 }
 # Architectures with auxiliary classifiers, and how many (the contract).
@@ -63,7 +67,7 @@ ALL = list(NATIVE_SIZE)
 RNGS = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
 
 
-def test_registry_lists_the_seven_architectures_in_order():
+def test_registry_lists_the_architectures_in_order():
   assert models.list_models() == ALL
 
 

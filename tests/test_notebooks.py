@@ -36,6 +36,7 @@ NOTEBOOKS = {
     'quickstart.ipynb': '| weights | top-1 | top-5 | loss |',
     'ablation.ipynb': '| run | changed | top-1 |',
     'pretrained.ipynb': '| split | images | top-1 | top-5 |',
+    'fid.ipynb': '| step | FID |',
 }
 
 

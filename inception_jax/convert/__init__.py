@@ -26,11 +26,12 @@ from inception_jax.convert.core import (ConversionError, KerasReader, TorchReade
 
 log = logging.getLogger('inception_jax.convert')
 
-TORCH_SOURCES = ('torchvision', 'timm', 'pretrainedmodels', 'facenet')
+TORCH_SOURCES = ('torchvision', 'timm', 'pretrainedmodels', 'facenet', 'pytorch_fid',
+                 'torch_fidelity')
 
 # Converter modules, imported on first use so that importing this package stays light.
-_FAMILIES = ('inception_v1', 'inception_v2', 'inception_v3', 'inception_v4', 'inception_resnet',
-             'xception')
+_FAMILIES = ('inception_v1', 'inception_v2', 'inception_v3', 'inception_v3_fid', 'inception_v4',
+             'inception_resnet', 'xception')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +93,8 @@ def from_torch(name: str, state_dict: Any, *, source: str, num_classes: int | No
   Args:
     name: our model name (``inception_v3``, ``googlenet``, ...).
     state_dict: the reference's ``state_dict()``, or a ``.pth``/``.bin``/``.safetensors`` path.
-    source: 'torchvision', 'timm', 'pretrainedmodels' or 'facenet'.
+    source: 'torchvision', 'timm', 'pretrainedmodels', 'facenet', or for the FID network
+      'pytorch_fid' / 'torch_fidelity'.
     num_classes: classes of the returned model; ``None`` keeps the checkpoint's, 0 drops the
       classifier(s) and returns pooled features, any other number re-initialises the
       classifier(s) (fine-tuning) and loads the body.

@@ -2,7 +2,8 @@
 
     python -m inception_jax.models            # markdown table of every registered model
 
-Parameters are those of the inference network (no auxiliary heads, 1000 classes) in the model's
+Parameters are those of the inference network (no auxiliary heads, the default classes: 1000, the
+FID network's 1008) in the model's
 default conventions and, in brackets, in PyTorch's (BatchNorm with a scale); GMACs are XLA's
 cost analysis of one image at the native size, halved.
 """

@@ -163,6 +163,10 @@ _MODEL_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ('inception_resnet_v2', 'torch'): dict(avg_pool_include_pad=False),
     # Keras Xception's BatchNorm keeps its scale; timm legacy_xception uses PyTorch's epsilon.
     ('xception', 'tf'): dict(bn_scale=True),
+    # The FID graph (TF inception-2015-12-05) has BN with a scale; its PyTorch ports (pytorch-fid's
+    # FIDInception* blocks, torch-fidelity) pass count_include_pad=False as TF SAME pools do.
+    ('inception_v3_fid', 'tf'): dict(bn_scale=True),
+    ('inception_v3_fid', 'torch'): dict(avg_pool_include_pad=False),
     ('xception', 'torch'): dict(bn_epsilon=1e-5),
 }
 

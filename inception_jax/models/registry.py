@@ -35,6 +35,7 @@ _MODULES = {
     'inception_v1': 'inception_v1',
     'inception_v2': 'inception_v2',
     'inception_v3': 'inception_v3',
+    'inception_v3_fid': 'inception_v3_fid',
     'inception_v4': 'inception_v4',
     'inception_resnet_v1': 'inception_resnet',
     'inception_resnet_v2': 'inception_resnet',
@@ -92,21 +93,23 @@ def list_models() -> list[str]:
   return [n for n in _MODULES if n in _REGISTRY] + [n for n in _REGISTRY if n not in _MODULES]
 
 
-def create(name: str, *, num_classes: int = 1000, **options: Any) -> nn.Module:
+def create(name: str, *, num_classes: int | None = None, **options: Any) -> nn.Module:
   """Build the flax module of a registered architecture.
 
   Args:
     name: a name of :func:`list_models` or an alias (``googlenet``, ``bn_inception``, ...).
     num_classes: size of the classifier; 0 removes it (and any auxiliary heads), and the model
-      returns its pooled pre-logits features.
+      returns its pooled pre-logits features. Default: the name's (1000; the FID network 1008).
     **options: module fields (``dropout_rate``, ``dtype``, ``aux_logits``, ``variant``, ...);
       ``conventions`` ('tf', 'torch' or a :class:`Conventions`), and any single field of
       :class:`Conventions` (e.g. ``bn_momentum=0.99``) to override it.
   """
   entry = info(name)
+  options = {**entry.defaults, **options}
+  default_classes = options.pop('num_classes', 1000)
+  num_classes = default_classes if num_classes is None else num_classes
   if num_classes < 0:
     raise ValueError(f'num_classes must be >= 0, got {num_classes}')
-  options = {**entry.defaults, **options}
   conventions = options.pop('conventions', entry.default_conventions)
   overrides = {k: options.pop(k) for k in list(options) if k in conv_lib.field_names()}
   options['conventions'] = conv_lib.resolve(entry.name, conventions, **overrides)
