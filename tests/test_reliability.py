@@ -583,15 +583,12 @@ _AGREE = r'''
 import sys
 import jax, numpy as np
 sys.path.insert(0, {tests!r})
-from inception_jax import checkpoint, mesh, optim, train
+from inception_jax import checkpoint, mesh, train
 from train_utils import tiny
 mesh.initialize_distributed('localhost:{port}', 2, {pid})
 config = tiny('v1', total_steps=6, checkpoint_every_steps=2)
-s = train.setup(config)
-tx, _ = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)
-_, abstract = train._abstract_state(s, tx)
 ckpt = checkpoint.Checkpointer({workdir!r})
-step, state = ckpt.restore_latest(abstract)
+step, state = ckpt.restore_latest(train.build(config).abstract)
 ckpt.close()
 print('RESUMED', step, int(state.step), float(sum(np.abs(np.asarray(x.addressable_data(0))).sum()
                                                  for x in jax.tree.leaves(state.params))))
