@@ -237,7 +237,7 @@ def test_rmsprop_is_tensorflow_rmsprop():
   inside the square root, lr inside the momentum) under a decaying rate, step by step."""
   import tensorflow as tf
   opt = v3.get_config().optimizer
-  opt.weight_decay, opt.clip_norm = 0.0, 0.0  # the optimizer alone
+  opt.weight_decay, opt.clip_norm, opt.warmup_epochs = 0.0, 0.0, 0.0  # the optimizer alone
   opt.decay_rate, opt.decay_epochs = 0.5, 1.0  # a rate that halves at every step
   tx, schedule = optim.make(opt, 0.1, steps_per_epoch=1.0)
   lrs = [float(schedule(i)) for i in range(6)]

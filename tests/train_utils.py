@@ -49,7 +49,7 @@ if 'digits_tiny' not in data.names():
 def tiny(name: str = 'v1', **overrides) -> ml_collections.ConfigDict:
   """``name``'s quick config at its smallest: the model's minimum input size, 8 training digits
   and batch 8, so that every step sees the same batch (no augmentation), 2 steps, a learning
-  rate that decays at every step, 12 eval digits; ``overrides`` by dotted name
+  rate that decays at every step (no warm-up), 12 eval digits; ``overrides`` by dotted name
   (``{'optimizer.lr': 0.1}``). All tiny runs of one model share their compiled programs."""
   c = CONFIGS[name].get_config('quick')
   c.data.name = 'digits_tiny'
@@ -60,6 +60,7 @@ def tiny(name: str = 'v1', **overrides) -> ml_collections.ConfigDict:
   c.total_steps = 2
   c.optimizer.decay_epochs = 1.0  # one step: the rate decays at every step
   c.optimizer.decay_rate = 0.9
+  c.optimizer.warmup_epochs = 0.0
   c.log_every_steps = 1
   c.eval_every_epochs = 0.0
   c.tensorboard = False

@@ -30,5 +30,5 @@ def get_config(arg=None):
   c.optimizer.clip_norm = 2.0
   c.loss.label_smoothing = 0.1
   if common.parse_arg(arg):
-    common.quick(c, image_size=75, num_epochs=6, lr=0.09)
+    common.quick(c, image_size=75, num_epochs=6, lr=0.2)
   return c

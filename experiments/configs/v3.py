@@ -31,5 +31,5 @@ def get_config(arg=None):
   c.loss.label_smoothing = 0.1
   c.loss.aux_weight = 0.4
   if common.parse_arg(arg):
-    common.quick(c, image_size=75, num_epochs=8, lr=0.09)
+    common.quick(c, image_size=75, num_epochs=8, lr=0.2)
   return c
