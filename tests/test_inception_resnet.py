@@ -224,8 +224,8 @@ def test_registry_facts():
   assert models.info('inception_resnet') is v2
   assert (v1.input_size, v2.input_size) == (299, 299)
   assert (v1.default_conventions, v2.default_conventions) == ('tf', 'tf')
-  # Dropout: facenet-pytorch's dropout_prob=0.6; TF-slim's dropout_keep_prob=0.8.
-  assert models.create('inception_resnet_v1').dropout_rate == 0.6
+  # Dropout: Figure 15's keep 0.8 for both (facenet-pytorch trains v1 with 0.6).
+  assert models.create('inception_resnet_v1').dropout_rate == 0.2
   assert models.create('inception_resnet_v2').dropout_rate == 0.2
   assert models.create('inception_resnet_v1').embedding_dim == 0
   # timm's Mixed_5b average pool excludes the padding (count_include_pad=False), as TF does.

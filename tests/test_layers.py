@@ -103,3 +103,23 @@ def test_pooling_is_differentiable(conv):
   assert float(g.sum()) == np.prod(layers.max_pool(x, 3, 2, 'SAME', conv).shape)
   g = jax.grad(lambda x: layers.avg_pool(x, 3, 1, 'SAME', conv).sum())(x)
   assert np.all(np.isfinite(g)) and float(g.min()) > 0
+
+
+@pytest.mark.parametrize('origin', ['torch', 'tf'])
+def test_batch_norm_running_variance_follows_the_convention(origin):
+  """PyTorch's BatchNorm2d (and TF1's fused batch norm) average the unbiased batch variance into
+  the running one; flax and Keras 3 the biased one. Both normalise with the biased variance."""
+  conventions = {'torch': TORCH, 'tf': TF}[origin]
+  x = np.random.RandomState(0).randn(4, 3, 3, 5).astype(np.float32) * 2 + 1
+  bn = layers.batch_norm(conventions, jnp.float32, name='bn')
+  v = bn.init(jax.random.key(0), x, use_running_average=True)
+  y, updates = bn.apply(v, x, use_running_average=False, mutable=['batch_stats'])
+  n = 4 * 3 * 3
+  ref = torch.nn.BatchNorm2d(5, eps=conventions.bn_epsilon, momentum=1 - conventions.bn_momentum)
+  ref_y = ref(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).detach().numpy()
+  np.testing.assert_allclose(y, ref_y, atol=1e-5)
+  unbiased = ref.running_var.numpy()
+  batch_var = (unbiased - conventions.bn_momentum) / (1 - conventions.bn_momentum) * (n - 1) / n
+  expected = unbiased if origin == 'torch' else (conventions.bn_momentum
+                                                 + (1 - conventions.bn_momentum) * batch_var)
+  np.testing.assert_allclose(updates['batch_stats']['var'], expected, rtol=1e-6, atol=1e-7)

@@ -167,7 +167,7 @@ _PAPER = ('Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of
 
 
 @register('inception_resnet_v1', paper=_PAPER, input_size=299, default_conventions='tf',
-          variant='v1', dropout_rate=0.6)
+          variant='v1')
 @register('inception_resnet_v2', paper=_PAPER, input_size=299, default_conventions='tf',
           variant='v2')
 class InceptionResNet(nn.Module):
@@ -182,7 +182,8 @@ class InceptionResNet(nn.Module):
 
   num_classes: int = 1000
   conventions: Conventions = TF
-  # TF-slim's dropout_keep_prob=0.8 (v2); inception_resnet_v1 registers facenet-pytorch's 0.6.
+  # Figure 15's dropout (keep 0.8) for both; TF-slim's dropout_keep_prob=0.8 for v2.
+  # facenet-pytorch trains v1 with dropout_prob=0.6.
   dropout_rate: float = 0.2
   variant: str = 'v2'  # a key of VARIANTS, fixed by the registered name
   # facenet's Bottleneck: linear map + BN between pooling and classifier (512 there); 0: none.

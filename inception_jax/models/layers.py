@@ -7,6 +7,7 @@ definition serves weights of TF and of PyTorch origin (the efficientnet-jax appr
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -172,15 +173,42 @@ def conv_scopes(specs: Sequence[Spec]) -> list[str]:
           for op in (*spec.ops, *spec.fork) if isinstance(op, Conv)]
 
 
-def batch_norm(conventions: Conventions, dtype: Dtype, name: str | None = None) -> nn.BatchNorm:
-  """BatchNorm with the conventions' epsilon, scale and momentum; statistics kept in float32.
+class BatchNorm(nn.BatchNorm):
+  """flax's BatchNorm, normalising with the biased batch variance as every reference does; with
+  ``unbiased_running_var`` its running variance averages the unbiased one, ``n / (n - 1)`` times
+  it (PyTorch's ``BatchNorm2d``, TF1's fused batch norm), instead of the biased one (flax, Keras 3).
+  Same variables as ``nn.BatchNorm``."""
+
+  unbiased_running_var: bool = False
+
+  def __call__(self, x, use_running_average: bool | None = None, **kw):
+    train = not nn.merge_param('use_running_average', self.use_running_average,
+                               use_running_average)
+    correct = (self.unbiased_running_var and train and not self.is_initializing()
+               and self.is_mutable_collection('batch_stats'))
+    before = self.get_variable('batch_stats', 'var') if correct else None
+    y = super().__call__(x, use_running_average=not train, **kw)
+    if correct:
+      axes = tuple(range(x.ndim - 1))
+      n = math.prod(x.shape[a] for a in axes)
+      x32 = x.astype(jnp.float32)
+      var = jnp.maximum(jnp.mean(x32 * x32, axes) - jnp.square(jnp.mean(x32, axes)), 0.0)
+      m = self.momentum
+      self.put_variable('batch_stats', 'var', m * before + (1 - m) * var * (n / max(n - 1, 1)))
+    return y
+
+
+def batch_norm(conventions: Conventions, dtype: Dtype, name: str | None = None) -> BatchNorm:
+  """BatchNorm with the conventions' epsilon, scale, momentum and running-variance convention;
+  statistics kept in float32.
 
   Under ``jax.jit`` with a batch sharded over a mesh, the mean and variance are those of the
   global batch (XLA inserts the cross-device reduction).
   """
-  return nn.BatchNorm(momentum=conventions.bn_momentum, epsilon=conventions.bn_epsilon,
-                      use_scale=conventions.bn_scale, use_bias=True, dtype=dtype,
-                      param_dtype=jnp.float32, name=name)
+  return BatchNorm(momentum=conventions.bn_momentum, epsilon=conventions.bn_epsilon,
+                   use_scale=conventions.bn_scale, use_bias=True, dtype=dtype,
+                   param_dtype=jnp.float32,
+                   unbiased_running_var=conventions.bn_running_var == 'unbiased', name=name)
 
 
 def dense(features: int, dtype: Dtype, name: str | None = None) -> nn.Dense:
