@@ -55,6 +55,8 @@ def tiny(name: str = 'v1', **overrides) -> ml_collections.ConfigDict:
   c.data.name = 'digits_tiny'
   c.data.augment = 0.0
   c.data.image_size = models.info(c.model.name).min_size
+  if 'scan' in c.model.options:
+    c.model.options.scan = True  # at the minimum size scanned blocks compile faster, run as fast
   c.batch_size = 8
   c.eval_batch_size = 8
   c.total_steps = 2

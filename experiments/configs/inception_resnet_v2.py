@@ -28,6 +28,10 @@ def get_config(arg=None):
   c = common.base('inception_resnet_v2', image_size=299)
   c.optimizer.clip_norm = 2.0
   c.loss.label_smoothing = 0.1
+  c.model.options.scan = True  # runs of identical blocks as one nn.scan (models/runs.py)
   if common.parse_arg(arg):
     common.quick(c, image_size=75, num_epochs=6, lr=0.2)
+    # XLA:CPU runs a scan's weight gradients several times slower than unrolled blocks
+    # (BENCHMARKS.md, Compile time of scanned blocks): the CPU version trains unrolled.
+    c.model.options.scan = False
   return c

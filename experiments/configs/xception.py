@@ -26,6 +26,10 @@ def get_config(arg=None):
   c = common.base('xception', image_size=299)
   common.use_sgd(c)
   c.optimizer.weight_decay = 1e-5
+  c.model.options.scan = True  # runs of identical blocks as one nn.scan (models/runs.py)
   if common.parse_arg(arg):
     common.quick(c, image_size=48, num_epochs=10, lr=0.045)
+    # XLA:CPU runs a scan's weight gradients several times slower than unrolled blocks
+    # (BENCHMARKS.md, Compile time of scanned blocks): the CPU version trains unrolled.
+    c.model.options.scan = False
   return c
