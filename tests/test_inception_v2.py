@@ -39,7 +39,7 @@ ENDPOINTS_224 = {
 }
 
 # Trainable parameters: (options, count). pretrainedmodels' bninception measured with random
-# weights (../shared/REFERENCE.md). Its 69 convolutions have 10,016 output channels: that many
+# weights. Its 69 convolutions have 10,016 output channels: that many
 # conv biases (conv_bias=False) and, under 'tf' conventions, that many BN scales fewer.
 # num_classes=0 drops the 1024 x 1000 + 1000 classifier.
 PARAM_COUNTS = [

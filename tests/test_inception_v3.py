@@ -13,7 +13,7 @@ from inception_jax import models
 from inception_jax.models import inception_v3
 
 # (create() options, trainable parameters) measured on torchvision/timm (PyTorch conventions:
-# BN with scale) and Keras (BN without scale); ../shared/REFERENCE.md.
+# BN with scale) and Keras (BN without scale), instantiated with random weights.
 PARAM_COUNTS = [
     (dict(conventions='torch', aux_logits=False), 23_834_568),
     (dict(conventions='torch', aux_logits=True), 27_161_264),

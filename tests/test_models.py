@@ -60,7 +60,7 @@ FEATURES = {
     'inception_v4': 1536,
     'inception_resnet_v1': 1792, 'inception_resnet_v2': 1536, 'xception': 2048,
 }
-# Architectures with auxiliary classifiers, and how many (the issue's contract).
+# Architectures with auxiliary classifiers, and how many (the models' output contract).
 AUX_HEADS = {'inception_v1': 2, 'inception_v3': 1}
 
 ALL = list(NATIVE_SIZE)

@@ -3,7 +3,7 @@
 The Inception family was published in TensorFlow (TF-slim, Keras) and ported to PyTorch (torchvision,
 timm, pretrainedmodels' Caffe port of BN-Inception, facenet-pytorch). The ports compute a slightly
 different function from the TF originals; an exact port must reproduce whichever one the weights
-were trained under (../shared/REFERENCE.md, "Where reference implementations differ"):
+were trained under (each row below was established by logit parity, tests/test_parity_*.py):
 
 * padding of ops that TF-slim declares ``SAME``: TF/XLA pad asymmetrically (the extra pixel of a
   stride-2 op goes to the bottom/right); PyTorch pads ``(k - 1) // 2`` on both sides;
