@@ -13,6 +13,12 @@ import pytest
 FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false'
 os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {FAST_COMPILE}'.strip()
 
+# One persistent compilation cache for the whole session (set before JAX is imported, inherited
+# by the xdist workers, the subprocesses and the notebook kernels): a program that several tests
+# compile (the tiny GoogLeNet run of the training, reliability and cache tests) is compiled once.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(REPO, '.jax_test_cache'))
+
 
 # The modules whose runs take minutes go first, longest first, so that the short ones fill in
 # around them at the end instead of leaving one worker alone with a long module.

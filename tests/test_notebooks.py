@@ -81,7 +81,7 @@ def kernel_spec_manager(tmp_path_factory):
       # plots as PNG outputs (ipykernel's default, unless the environment names another backend)
       'MPLBACKEND': 'module://matplotlib_inline.backend_inline',
       'JAX_PLATFORMS': 'cpu',
-      'JAX_COMPILATION_CACHE_DIR': str(tmp_path_factory.mktemp('jax_cache')),
+      'JAX_COMPILATION_CACHE_DIR': os.environ['JAX_COMPILATION_CACHE_DIR'],  # conftest.py's
       'XLA_FLAGS': ' '.join([os.environ.get('XLA_FLAGS', ''), FAST_COMPILE]).strip(),
   }
   spec = {'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],

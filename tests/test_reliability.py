@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from inception_jax import checkpoint, train
-from train_utils import NAN_STEP, compilation_cache, final_state, read_metrics, tiny
+from train_utils import NAN_STEP, final_state, read_metrics, tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -45,11 +45,8 @@ def get_config():
 
 
 @pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp('jax_cache'))
-  undo = compilation_cache(directory)
-  yield directory
-  undo()
+def cache():
+  return os.environ['JAX_COMPILATION_CACHE_DIR']  # the session's (conftest.py)
 
 
 @pytest.fixture(scope='module')

@@ -25,16 +25,9 @@ from experiments import cli
 from experiments.configs import common, v1, v3
 from inception_jax import checkpoint, data, models, optim, pretrained, train
 from inception_jax.data import digits
-from train_utils import CONFIGS, check_run, compilation_cache, final_state, read_metrics, tiny
+from train_utils import CONFIGS, check_run, final_state, read_metrics, tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _shared_compiles(tmp_path_factory):
-  undo = compilation_cache(str(tmp_path_factory.mktemp('jax_cache')))
-  yield
-  undo()
 
 
 # ------------------------------------------------------------------------------ the loop

@@ -80,21 +80,6 @@ def final_state(workdir: str, config):
   return jax.device_get(train.restore_state(config, workdir)[1])
 
 
-def compilation_cache(directory: str):
-  """Let the runs of a test module share compiled programs (the same model, shapes and recipe
-  compile to the same program); returns a function that undoes it."""
-  from jax._src import compilation_cache  # jax keeps the cache it opened first: reset it
-
-  before = jax.config.jax_compilation_cache_dir
-  compilation_cache.reset_cache()
-  jax.config.update('jax_compilation_cache_dir', directory)
-
-  def undo():
-    jax.config.update('jax_compilation_cache_dir', before)
-    compilation_cache.reset_cache()  # the next test module on this worker writes no cache
-  return undo
-
-
 def check_run(workdir: str, results: dict, steps: int) -> None:
   """What every finished run leaves: results, a metrics line per step, the last checkpoint."""
   assert results['steps'] == steps and results['eval_split'] == 'test'
