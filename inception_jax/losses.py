@@ -14,7 +14,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
   ``softmax_cross_entropy(label_smoothing=s)``: ``(1 - s) * onehot + s / num_classes``
   (Inception v3 Section 7)."""
   num_classes = logits.shape[-1]
-  dtype = jnp.promote_types(logits.dtype, jnp.float32)  # float64 stays (tests/test_step_parity.py)
+  dtype = jnp.promote_types(logits.dtype, jnp.float32)  # float64 stays: float64 parity checks
   targets = jax.nn.one_hot(labels, num_classes, dtype=dtype)
   if label_smoothing:
     targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes

@@ -23,6 +23,11 @@ third step the same amplification, now of float64-level differences, leaves a fe
 of updates is made on differences taken in float64 on each side (the converter rounds to float32,
 which would hide the updates under the weights' scale).
 
+Not here: v3's recipe (timm ``inception_v3`` + ``RMSpropTF``) and Xception's (timm
+``legacy_xception``): in float64 they do not fit the CI budget on a 2-core CPU (Xception at 32 px
+took 3 min 56 s for the comparison alone; v3's aux head needs 299 px), and in float32 they differ
+by the amplified rounding above.
+
 BatchNorm's running variance: PyTorch averages the unbiased batch variance, flax's
 ``nn.BatchNorm`` the biased one (``Conventions.bn_running_var``: 'unbiased' for the 'torch'
 conventions; our BatchNorm layer keeps the biased one). The reference trainer is given flax's
