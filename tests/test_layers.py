@@ -103,3 +103,16 @@ def test_pooling_is_differentiable(conv):
   assert float(g.sum()) == np.prod(layers.max_pool(x, 3, 2, 'SAME', conv).shape)
   g = jax.grad(lambda x: layers.avg_pool(x, 3, 1, 'SAME', conv).sum())(x)
   assert np.all(np.isfinite(g)) and float(g.min()) > 0
+
+
+def test_global_avg_pool_keeps_float64_and_accumulates_bfloat16_in_float32():
+  """A float32 accumulator under float64 inputs left the float64 step-parity check
+  (tests/test_step_parity.py) at 5e-8 in the forward and 2e-3 in some kernels after three steps."""
+  with jax.enable_x64(True):
+    x = jnp.asarray(np.full((1, 2, 2, 1), 1.0 + 1e-12), jnp.float64)
+    out = layers.global_avg_pool(x)
+    assert out.dtype == jnp.float64
+    assert float(out[0, 0]) == 1.0 + 1e-12  # a float32 accumulator rounds this to 1.0
+  x = jnp.full((1, 16, 16, 1), 1.0 + 2.0 ** -7, jnp.bfloat16)
+  assert layers.global_avg_pool(x).dtype == jnp.bfloat16
+  assert float(layers.global_avg_pool(x)[0, 0]) == 1.0 + 2.0 ** -7
