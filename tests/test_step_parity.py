@@ -24,9 +24,11 @@ compared on differences taken in float64 on each side (after the converter's rou
 hide under the weights' scale).
 
 Not here: v3's recipe (timm ``inception_v3`` + ``RMSpropTF``) and Xception's (timm
-``legacy_xception``): in float64 they do not fit the CI budget on a 2-core CPU (Xception at 32 px
-took 3 min 56 s for the comparison alone; v3's aux head needs 299 px), and in float32 they differ
-by the amplified rounding above.
+``legacy_xception``): in float64 they do not fit the CI budget on a 2-core CPU (v3's aux head
+needs 299 px). Xception run by hand the same way (32 px, three steps, 2026-12-02, 4-5 min): losses
+equal to 1e-15, every array within 6e-8 but ``block13/residual/bn/bias``, whose gradient is zero
+up to rounding (a shift that the next BatchNorm removes). In float32 both differ by the amplified
+rounding above.
 
 BatchNorm's running variance: PyTorch averages the unbiased batch variance, flax's
 ``nn.BatchNorm`` the biased one (``Conventions.bn_running_var``: 'unbiased' for the 'torch'
