@@ -1,4 +1,4 @@
-"""Classification losses and accuracy counts (float32 whatever the compute dtype)."""
+"""Classification losses and accuracy counts (in float32 at least, whatever the compute dtype)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
   ``softmax_cross_entropy(label_smoothing=s)``: ``(1 - s) * onehot + s / num_classes``
   (Inception v3 Section 7)."""
   num_classes = logits.shape[-1]
-  targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  dtype = jnp.promote_types(logits.dtype, jnp.float32)  # float64 stays: float64 parity checks
+  targets = jax.nn.one_hot(labels, num_classes, dtype=dtype)
   if label_smoothing:
     targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+  return optax.softmax_cross_entropy(logits.astype(dtype), targets)
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:

@@ -81,3 +81,17 @@ def test_topk_counts_a_tie_as_correct():
   np.testing.assert_array_equal(losses.topk_correct(logits, labels, 2), [1.0, 1.0, 0.0])
   np.testing.assert_array_equal(losses.topk_correct(logits, labels, 3), [1.0, 1.0, 0.0])
   np.testing.assert_array_equal(losses.topk_correct(logits, labels, 4), [1.0, 1.0, 1.0])
+
+
+def test_cross_entropy_keeps_float64_and_lifts_bfloat16():
+  """At least float32: bfloat16 logits are lifted, float64 ones stay (the float64 step-parity
+  check, tests/test_step_parity.py, needs the loss's gradient in float64)."""
+  import jax
+  labels = jnp.array([0, 1])
+  assert losses.cross_entropy(jnp.zeros((2, 3), jnp.bfloat16), labels).dtype == jnp.float32
+  with jax.enable_x64(True):
+    logits = jnp.asarray(np.array([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]]), jnp.float64)
+    out = losses.cross_entropy(logits, labels, 0.1)
+    assert out.dtype == jnp.float64
+    expected = losses.cross_entropy(logits.astype(jnp.float32), labels, 0.1)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)

@@ -315,14 +315,15 @@ def test_two_processes_train_together_like_one(tmp_path, cache):
   one = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
   assert one.keys() == a.keys()
   # One step from the same start, within the rounding of the sums' order, which backpropagation
-  # through BatchNorm over 8 examples at initialisation amplifies (measured: first-layer
-  # BatchNorm biases, zero at the start, 0.5% apart after the step, the weights' update the
-  # same). Per array, relative to its size: arrays that start at zero (biases, the statistics)
-  # are all update, so a wrong reduction (per-process statistics or gradients) shows there.
-  for key in a:
-    norm = float(np.linalg.norm(one[key])) or 1.0
-    assert np.linalg.norm(a[key] - one[key]) <= 2e-2 * norm, (
-        key, float(np.linalg.norm(a[key] - one[key])), norm)
+  # through BatchNorm over 8 examples at initialisation amplifies (measured with the tests' XLA
+  # flags: BatchNorm biases, zero at the start, 0.5% apart after the step on one EPYC, 2.3% on
+  # another, with AVX-512; the weights' update the same). Per array, relative to its size: arrays
+  # that start at zero (biases, the statistics) are all update, so a wrong reduction
+  # (per-process statistics or gradients over half the batch) shows there at tens of percent.
+  errors = {key: float(np.linalg.norm(a[key] - one[key]) / (np.linalg.norm(one[key]) or 1.0))
+            for key in a}
+  worst = sorted(errors.items(), key=lambda kv: -kv[1])[:3]
+  assert worst[0][1] <= 5e-2, worst
   loss = float(outs[0][0].split('RESULTS')[1].split()[0])
   np.testing.assert_allclose(loss, single['eval']['loss'], rtol=1e-3)
   # The two processes wrote one checkpoint directory together.

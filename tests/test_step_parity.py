@@ -1,24 +1,34 @@
-"""Three training steps of each recipe family through the project's jitted train step
-(``train.jit_train_step``, the program ``experiments.train`` runs) against an independent
-trainer in PyTorch, from the same converted weights on the same batch, dropout off:
+"""Training steps of a recipe through the project's jitted train step (``train.jit_train_step``,
+the program ``experiments.train`` runs) against an independent trainer in PyTorch, from the same
+converted weights on the same batches, dropout off: v1's recipe on torchvision ``googlenet`` with
+both aux heads (0.3 each), SGD momentum 0.9, L2 4e-5 on kernels, a rate that changes every step
+and the EMA, for three steps: from the second on an update carries momentum history
+(``lr_2 * (g_2 + 0.9 g_1)``) at a new rate, so the slots, the schedule's index and the EMA's
+``num_updates`` are all checked.
 
-* v1's recipe on torchvision ``googlenet`` with both aux heads (0.3 each), SGD momentum 0.9,
-  L2 4e-5 on kernels;
-* v3's recipe on timm ``inception_v3`` with its aux head (0.4): timm's ``RMSpropTF`` (TF1's
-  RMSProp: mean square initialised to ones, epsilon inside the root, rate inside the momentum),
-  label smoothing 0.1 on both heads, L2 4e-5 on kernels, then global-norm clipping at 2.0;
-* Xception's recipe on timm ``legacy_xception``: SGD momentum 0.9, L2 1e-5.
+The reference's state is converted with ``convert.from_torch`` (the slots by putting them where
+the weights were: the converters move and transpose tensors, nothing else) and compared array by
+array: ``max |ours - ref| <= tol * max |ref|``.
 
-The reference's state after three steps is converted with ``convert.from_torch`` (the slots by
-putting them where the weights were: the converters move and transpose tensors, nothing else),
-and compared array by array: ``max |ours - ref| <= tol * max |ref|``.
+Why float64 on both sides (``jax.enable_x64``, the model cloned with ``dtype=float64``, the torch
+model ``.double()``). Measured 2026-12-02: in float32 the first losses agree to 5e-7 but each
+side's second and third losses differ from the float64 ones by 0.1-0.5% (v1 at 224 px: 3.8162 /
+3.8153 against 3.8356), with or without the tests' XLA flags, at rates 0.005 and 1e-4 alike, and
+for Xception at 32 and 64 px: these randomly initialised networks on 4 images amplify rounding
+about 1e4-fold per step (BatchNorm over few values), so float32 cannot tell a wrong step from
+rounding. In float64 (the whole forward agrees to 1e-14) every array agrees after three steps to
+6e-8, the float32 rounding of the converter that reads the reference's state; held to 1e-6,
+16x that floor and 100x inside the 1e-4 (1e-5 for the EMA) asked of a float32 check, so that
+even the L2 term (4e-5 x the weight in each kernel's gradient) is inside what is checked. Updates are
+compared on differences taken in float64 on each side (after the converter's rounding they would
+hide under the weights' scale).
 
-Tolerances. Both sides compute in float32 with different summation orders; the forward agrees
-to ~1e-6 (tests/test_parity_*.py) and backpropagation through BatchNorm on 4 examples amplifies
-rounding by 1-2 orders of magnitude, so the gradients, hence the momentum slots, agree to ~1e-5
-and the parameters, BatchNorm statistics and slots are held to 1e-4. The EMA is a convex mix of
-the parameters, whose per-array scale is the initial weights' (three small updates away), so its
-difference is that of the updates over the weights' scale, held to 1e-5.
+Not here: v3's recipe (timm ``inception_v3`` + ``RMSpropTF``) and Xception's (timm
+``legacy_xception``): in float64 they do not fit the CI budget on a 2-core CPU (v3's aux head
+needs 299 px). Xception run by hand the same way (32 px, three steps, 2026-12-02, 4-5 min): losses
+equal to 1e-15, every array within 6e-8 but ``block13/residual/bn/bias``, whose gradient is zero
+up to rounding (a shift that the next BatchNorm removes). In float32 both differ by the amplified
+rounding above.
 
 BatchNorm's running variance: PyTorch averages the unbiased batch variance, flax's
 ``nn.BatchNorm`` the biased one (``Conventions.bn_running_var``: 'unbiased' for the 'torch'
@@ -37,25 +47,17 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from experiments.configs import v1, v3, xception
+from experiments.configs import v1
 from inception_jax import mesh as mesh_lib, models, optim, train, train_state
 from inception_jax.convert import from_torch
 from reference_utils import images, randomize_torch, require
 
 torch = require('torch')
 
-# Measured 2026-12-02 (CPU, tests' XLA flags): the first step's losses agree to 5e-7, and one
-# plain SGD step from the same gradients agrees to 5e-6 in the next loss (xception at 32x32), but
-# after the train step the second losses differ by 0.2% (v3 at 299, xception at 32): the updates
-# of a few arrays (xception block9, 2x2 maps, BatchNorm epsilon 1e-5) differ by up to 13%. Until
-# that is traced (ill-conditioned BatchNorm on 16 values, or a difference in the step), the
-# comparison below does not hold at 1e-4.
-pytestmark = pytest.mark.skip(reason='step parity not yet within 1e-4: see the comment above')
-
 BATCH = 4
 STEPS = 3
-TOL = 1e-4
-EMA_TOL = 1e-5
+TOL = 1e-6  # module docstring: 6e-8 measured
+EMA_TOL = 1e-6
 
 
 def _config(module, batch):
@@ -119,7 +121,6 @@ def _bias_running_var_like_flax(model):
 def _reference_steps(config, ref, batches, lrs, outputs):
   """The recipe written with PyTorch's pieces: returns the losses and the final
   ``{'params': state_dict, 'slots': {name: state_dict}, 'ema': state_dict}``."""
-  import timm.optim
   opt_cfg = config.optimizer
   ref = copy.deepcopy(ref).train()
   for m in ref.modules():
@@ -128,12 +129,8 @@ def _reference_steps(config, ref, batches, lrs, outputs):
   correct_running_var = _bias_running_var_like_flax(ref)
   named = dict(ref.named_parameters())
   kernels = [p for p in named.values() if p.ndim in (2, 4)]  # conv and dense weights
-  if opt_cfg.name == 'rmsprop':
-    opt = timm.optim.RMSpropTF(list(named.values()), lr=lrs[0], alpha=opt_cfg.rms_decay,
-                               eps=opt_cfg.epsilon, momentum=opt_cfg.momentum, weight_decay=0.0,
-                               lr_in_momentum=True)
-  else:
-    opt = torch.optim.SGD(list(named.values()), lr=lrs[0], momentum=opt_cfg.momentum)
+  assert opt_cfg.name == 'momentum' and not opt_cfg.nesterov, opt_cfg
+  opt = torch.optim.SGD(list(named.values()), lr=lrs[0], momentum=opt_cfg.momentum)
   ema_decay = optim.ema_step_decay(config)
   ema = {k: v.detach().clone() for k, v in ref.state_dict().items() if v.is_floating_point()}
   ce = torch.nn.CrossEntropyLoss(label_smoothing=config.loss.label_smoothing)
@@ -160,11 +157,9 @@ def _reference_steps(config, ref, batches, lrs, outputs):
         if k in ema:
           ema[k].mul_(decay).add_(v, alpha=1.0 - decay)
   state = ref.state_dict()
-  slot_names = ('square_avg', 'momentum_buffer') if opt_cfg.name == 'rmsprop' else (
-      'momentum_buffer',)
   by_param = {id(p): k for k, p in named.items()}
   slots = {}
-  for slot in slot_names:
+  for slot in ('momentum_buffer',):
     sd = {k: v.clone() for k, v in state.items()}
     for p, st in opt.state.items():
       sd[by_param[id(p)]] = st[slot].clone()
@@ -179,51 +174,56 @@ def _convert(name, state_dict, source, **options):
 def _compare(ours, theirs, tol, what):
   a, b = traverse_util.flatten_dict(ours), traverse_util.flatten_dict(theirs)
   assert set(a) == set(b), what
-  worst = 0.0
+  errors = {}
   for key in a:
     x, y = np.asarray(a[key], np.float64), np.asarray(b[key], np.float64)
-    scale = np.max(np.abs(y))
-    err = np.max(np.abs(x - y)) / max(scale, 1e-12)
-    assert err <= tol, f'{what} {"/".join(key)}: max |ours - ref| = {err:.3g} x max |ref|'
-    worst = max(worst, err)
-  print(f'{what}: worst {worst:.2e} over {len(a)} arrays')
-  return worst
+    errors['/'.join(key)] = np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-12)
+  worst = sorted(errors, key=errors.get, reverse=True)[:3]
+  print(f'{what}: worst {[(k, f"{errors[k]:.2e}") for k in worst]} over {len(a)} arrays')
+  assert errors[worst[0]] <= tol, (
+      f'{what} {worst[0]}: max |ours - ref| = {errors[worst[0]]:.3g} x max |ref|')
+  return errors[worst[0]]
 
 
 def _slot(opt_state, field):
   """The optimizer's ``field`` slot (the last in the chain: the core optimizer's)."""
   found = [s for s in jax.tree_util.tree_leaves(
-      opt_state, is_leaf=lambda s: hasattr(s, field) and not isinstance(s, dict))
-      if hasattr(s, field)]
+      opt_state, is_leaf=lambda s: hasattr(s, '_fields') and field in s._fields)
+      if hasattr(s, '_fields') and field in s._fields]
   assert found, field
   return getattr(found[-1], field)
 
 
 def _run(name, config, ref, source, size, outputs, **options):
+  """Both trainers in float64 (module docstring: in float32 the three steps amplify rounding)."""
+  with jax.enable_x64(True):
+    _run64(name, config, ref.double(), source, size, outputs, **options)
+
+
+def _run64(name, config, ref, source, size, outputs, **options):
   rng = np.random.default_rng(0)
-  batches = [(images(BATCH, size, seed=10 + i), rng.integers(0, 10, BATCH)) for i in range(STEPS)]
-  variables = _convert(name, ref.state_dict(), source, **options)
-  module = from_torch(name, ref.state_dict(), source=source, **options)[0]
+  batches = [(images(BATCH, size, seed=10 + i).astype(np.float64), rng.integers(0, 10, BATCH))
+             for i in range(STEPS)]
+  before = ref.state_dict()
+  variables = jax.tree.map(lambda a: np.asarray(a, np.float64),
+                           _convert(name, before, source, **options))
+  module = from_torch(name, before, source=source, **options)[0].clone(dtype=jnp.float64)
+  before = {k: v.clone() for k, v in before.items()}
   ours, our_losses, lrs = _our_steps(config, module, variables, batches)
+  assert jax.tree.leaves(ours.params)[0].dtype == np.float64
   ref_losses, theirs = _reference_steps(config, ref, batches, lrs, outputs)
   np.testing.assert_allclose(our_losses, ref_losses, rtol=TOL)
   conv = lambda sd: _convert(name, sd, source, **options)  # noqa: E731
   final = conv(theirs['params'])
-  _compare(ours.params, final['params'], TOL, 'params')
   _compare(ours.batch_stats, final['batch_stats'], TOL, 'batch_stats')
-  # The updates themselves (the params' difference hides under the weights' scale).
+  _compare(ours.params, final['params'], TOL, 'params')
+  # The updates themselves (the params' difference hides under the weights' scale), taken in
+  # float64 on each side before the converter rounds to float32.
   moved = jax.tree.map(lambda a, b: a - b, ours.params, variables['params'])
-  ref_moved = jax.tree.map(lambda a, b: a - b, final['params'], variables['params'])
-  _compare(moved, ref_moved, 2e-3, 'updates')
-  if config.optimizer.name == 'rmsprop':
-    _compare(_slot(ours.opt_state, 'nu'), conv(theirs['slots']['square_avg'])['params'], TOL,
-             'mean square')
-    # optax's trace holds -lr * g / rms (it follows the rate's sign); timm's buffer +lr * g / rms.
-    _compare(jax.tree.map(jnp.negative, _slot(ours.opt_state, 'trace')),
-             conv(theirs['slots']['momentum_buffer'])['params'], TOL, 'momentum')
-  else:
-    _compare(_slot(ours.opt_state, 'trace'), conv(theirs['slots']['momentum_buffer'])['params'],
-             TOL, 'momentum')
+  ref_moved = conv({k: theirs['params'][k] - v for k, v in before.items()})['params']
+  _compare(moved, ref_moved, TOL, 'updates')
+  _compare(_slot(ours.opt_state, 'trace'), conv(theirs['slots']['momentum_buffer'])['params'],
+           TOL, 'momentum')
   ema = conv(theirs['ema'])
   _compare(ours.ema_params, ema['params'], EMA_TOL, 'ema params')
   _compare(ours.ema_batch_stats, ema['batch_stats'], EMA_TOL, 'ema batch_stats')
@@ -247,23 +247,3 @@ def test_v1_recipe_equals_pytorch_sgd_on_googlenet():
   _run('inception_v1', config, ref, 'torchvision', size,
        lambda o: (o.logits, o.aux_logits2, o.aux_logits1), dropout_rate=0.0,
        aux_dropout_rate=0.0)
-
-
-def test_v3_recipe_equals_timm_rmsproptf_on_inception_v3():
-  timm = require('timm')
-  torch.manual_seed(0)
-  size = 299  # timm's aux head needs the 17x17 stage whole (5x5 pool /3, then a 5x5 conv)
-  ref = timm.create_model('inception_v3', pretrained=False, num_classes=10, aux_logits=True)
-  _init(ref, size)
-  _run('inception_v3', _config(v3, BATCH), ref, 'timm', size, lambda o: tuple(o),
-       dropout_rate=0.0)
-
-
-def test_xception_recipe_equals_pytorch_sgd_on_legacy_xception():
-  timm = require('timm')
-  torch.manual_seed(0)
-  size = 32  # its minimum (7) leaves 1x1 maps from the entry flow on: BatchNorm over 4 values
-  ref = timm.create_model('legacy_xception', pretrained=False, num_classes=10)
-  _init(ref, size)
-  _run('xception', _config(xception, BATCH), ref, 'timm', size, lambda o: (o,),
-       dropout_rate=0.0)

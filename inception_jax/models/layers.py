@@ -265,8 +265,8 @@ def _window_counts(size, window, strides, pads, counted, include_pad) -> np.ndar
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:
-  """Mean over the spatial dimensions, accumulated in float32."""
-  return jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
+  """Mean over the spatial dimensions, accumulated in float32 at least (float64 stays)."""
+  return jnp.mean(x, axis=(1, 2), dtype=jnp.promote_types(x.dtype, jnp.float32)).astype(x.dtype)
 
 
 def adaptive_avg_pool(x: jax.Array, output_size: int | Sequence[int]) -> jax.Array:
