@@ -31,10 +31,9 @@ up to rounding (a shift that the next BatchNorm removes). In float32 both differ
 rounding above.
 
 BatchNorm's running variance: PyTorch averages the unbiased batch variance, flax's
-``nn.BatchNorm`` the biased one (``Conventions.bn_running_var``: 'unbiased' for the 'torch'
-conventions; our BatchNorm layer keeps the biased one). The reference trainer is given flax's
-convention (its running variance corrected after each forward) so that the rest is compared
-exactly; without the correction the deepest statistics (4 x 1 x 1 values) differ by up to 4/3.
+``nn.BatchNorm`` the biased one; the 'torch' conventions set ``Conventions.bn_running_var`` to
+'unbiased', which our BatchNorm layer follows, so the statistics are compared as PyTorch keeps them
+(the biased convention would put the deepest statistics, 4 x 1 x 1 values, up to 4/3 apart).
 """
 
 from __future__ import annotations
@@ -96,28 +95,6 @@ def _our_steps(config, module, variables, batches):
   return jax.device_get(state), losses, lrs
 
 
-def _bias_running_var_like_flax(model):
-  """Make each BatchNorm2d of ``model`` average the biased batch variance (module docstring).
-  Returns the function that applies the correction of the last forward (after the backward
-  pass, which reads the running variance as it was)."""
-  bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-
-  def pre(module, inputs):
-    x = inputs[0].detach()
-    n = x.numel() // x.shape[1]
-    # running_var took momentum * n / (n - 1) * biased; flax takes momentum * biased.
-    module._correction = module.momentum * x.var(dim=(0, 2, 3), unbiased=False) / (n - 1)
-
-  for m in bns:
-    m.register_forward_pre_hook(pre)
-
-  def correct():
-    with torch.no_grad():
-      for m in bns:
-        m.running_var.sub_(m._correction)
-  return correct
-
-
 def _reference_steps(config, ref, batches, lrs, outputs):
   """The recipe written with PyTorch's pieces: returns the losses and the final
   ``{'params': state_dict, 'slots': {name: state_dict}, 'ema': state_dict}``."""
@@ -126,7 +103,6 @@ def _reference_steps(config, ref, batches, lrs, outputs):
   for m in ref.modules():
     if isinstance(m, torch.nn.Dropout):
       m.p = 0.0
-  correct_running_var = _bias_running_var_like_flax(ref)
   named = dict(ref.named_parameters())
   kernels = [p for p in named.values() if p.ndim in (2, 4)]  # conv and dense weights
   assert opt_cfg.name == 'momentum' and not opt_cfg.nesterov, opt_cfg
@@ -142,7 +118,6 @@ def _reference_steps(config, ref, batches, lrs, outputs):
     losses.append(float(loss.detach()))
     opt.zero_grad()
     loss.backward()
-    correct_running_var()
     with torch.no_grad():
       for p in kernels:  # TF-slim's l2_regularizer: wd * w on the gradient of kernels
         p.grad.add_(p, alpha=opt_cfg.weight_decay)
