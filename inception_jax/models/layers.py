@@ -191,7 +191,7 @@ class BatchNorm(nn.BatchNorm):
     if correct:
       axes = tuple(range(x.ndim - 1))
       n = math.prod(x.shape[a] for a in axes)
-      x32 = x.astype(jnp.float32)
+      x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # float32 at least, as flax
       var = jnp.maximum(jnp.mean(x32 * x32, axes) - jnp.square(jnp.mean(x32, axes)), 0.0)
       m = self.momentum
       self.put_variable('batch_stats', 'var', m * before + (1 - m) * var * (n / max(n - 1, 1)))
