@@ -4,6 +4,8 @@ PyTorch, the weight-decay mask on every real model, and skipped updates."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,8 +131,11 @@ def test_weight_decay_mask_on_every_model(name):
   """L2 on conv and dense kernels only (TF-slim's weights_regularizer): every kernel, depthwise
   ones included, and no BatchNorm offset or scale, no bias."""
   options = {'aux_logits': True} if name == 'inception_v3' else {}
+  scans = 'scan' in {f.name for f in dataclasses.fields(models.info(name).cls)}
   for conventions in ('tf', 'torch'):
-    params = models.variable_shapes(name, conventions=conventions, **options)['params']
+    # Unrolled, so that a leaf's rank says what it is.
+    params = models.variable_shapes(name, conventions=conventions, **options,
+                                    **({'scan': False} if scans else {}))['params']
     mask = traverse_util.flatten_dict(optim.kernel_mask(params))
     shapes = traverse_util.flatten_dict(params)
     decayed = {k for k, v in mask.items() if v}
@@ -141,6 +146,12 @@ def test_weight_decay_mask_on_every_model(name):
     if name == 'xception':
       depthwise = [k for k in decayed if 'depthwise' in k]
       assert len(depthwise) == 34 and all(shapes[k].shape[2] == 1 for k in depthwise)
+    if scans:  # the scanned layout (the default) decays the same weights, stacked
+      scanned = models.variable_shapes(name, conventions=conventions)['params']
+      smask = traverse_util.flatten_dict(optim.kernel_mask(scanned))
+      sshapes = traverse_util.flatten_dict(scanned)
+      count = lambda m, sh: sum(int(np.prod(sh[k].shape)) for k, v in m.items() if v)
+      assert count(smask, sshapes) == count(mask, shapes), name
 
 
 def test_skipped_update_keeps_the_rate_in_step():
