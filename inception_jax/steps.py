@@ -2,9 +2,9 @@
 
 ``apply_fn(variables, images, train=..., mutable=..., rngs=...)`` follows the models' contract
 (:mod:`inception_jax.models`): it returns the logits, and auxiliary heads' logits are read from
-``intermediates/aux_logits`` (absent for models without them). The steps are meant for ``jax.jit`` over a mesh with
-the batch sharded along ``'data'``: every reduction below (the loss, BatchNorm's moments inside
-the model, the metrics) is over the global batch.
+``intermediates/aux_logits`` (absent for models without them). The steps are meant for
+``jax.jit`` over a mesh with the batch sharded along ``'data'``: every reduction below (the loss,
+BatchNorm's moments inside the model, the metrics) is over the global batch.
 """
 
 from __future__ import annotations
