@@ -39,6 +39,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup_logging()
+  cli.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, _CONFIG.value.data.image_size)
   cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
   import jax
   if _DISTRIBUTED.value:

@@ -89,3 +89,35 @@ def test_min_compile_time(monkeypatch, tmp_path):
     jax.config.update('jax_compilation_cache_dir', before[0])
     jax.config.update('jax_persistent_cache_min_compile_time_secs', before[1])
 
+
+
+# experiments.train's order: JAX imported, flags parsed, then the convolution library chosen
+# before the first computation; YNNPACK's convolutions show as '__ynn_fusion' in the program.
+_CONV_SCRIPT = """
+import sys
+import jax, jax.numpy as jnp
+from experiments import cli
+used = cli.set_cpu_convolutions(sys.argv[1], int(sys.argv[2]))
+conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+    x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+text = conv.lower(jnp.ones((8, 32, 32, 32)), jnp.ones((3, 3, 32, 64))).compile().as_text()
+print(used, text.count('__ynn_fusion'))
+"""
+
+
+def _conv_library(choice: str, size: int, xla_flags: str = '') -> list[str]:
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags)
+  proc = subprocess.run([sys.executable, '-c', _CONV_SCRIPT, choice, str(size)], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout.split()
+
+
+def test_cpu_convolutions_follow_the_flag_and_the_input_size():
+  assert _conv_library('auto', 65) == ['ynnpack', '1']  # small maps: XLA's default, YNNPACK
+  assert _conv_library('auto', 299) == ['xla', '0']  # large maps: XLA's own emitter
+  assert _conv_library('xla', 65) == ['xla', '0']
+  assert _conv_library('ynnpack', 299) == ['ynnpack', '1']
+  # The user's XLA_FLAGS win over the flag.
+  own = '--xla_cpu_experimental_ynn_fusion_type=+individual_convolution'
+  assert _conv_library('xla', 299, own) == ['ynnpack', '1']

@@ -95,6 +95,19 @@ def test_native_size_and_metadata(name):
 
 
 @pytest.mark.parametrize('name', ALL)
+def test_the_bare_class_has_the_conventions_of_create(name):
+  """One default per model: ``create(name)`` and the class built directly agree (BN-Inception
+  is Caffe's 'torch' release; Xception keeps Keras's BatchNorm scale under 'tf')."""
+  info = models.info(name)
+  built = models.create(name)
+  assert info.cls().conventions == built.conventions
+  assert built.conventions.name == info.default_conventions
+  assert info.default_conventions == ('torch' if name == 'inception_v2' else 'tf')
+  if name == 'xception':
+    assert built.conventions.bn_scale
+
+
+@pytest.mark.parametrize('name', ALL)
 def test_features_and_aux_structure(name):
   """num_classes=0 gives pooled features; train=True adds the aux logits where they exist."""
   size = NATIVE_SIZE[name]

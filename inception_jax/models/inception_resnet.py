@@ -166,9 +166,9 @@ _PAPER = ('Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of
           'Connections on Learning')
 
 
-@register('inception_resnet_v1', paper=_PAPER, input_size=299, default_conventions='tf',
+@register('inception_resnet_v1', paper=_PAPER, input_size=299,
           variant='v1')
-@register('inception_resnet_v2', paper=_PAPER, input_size=299, default_conventions='tf',
+@register('inception_resnet_v2', paper=_PAPER, input_size=299,
           variant='v2')
 class InceptionResNet(nn.Module):
   """Inception-ResNet-v1 or -v2 (Figure 15), registered as ``inception_resnet_v1``/``_v2``.

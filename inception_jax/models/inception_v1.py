@@ -120,7 +120,7 @@ class AuxHead(nn.Module):
 
 
 @register('inception_v1', paper='Szegedy et al. 2014, Going deeper with convolutions',
-          input_size=224, default_conventions='tf')
+          input_size=224)
 class InceptionV1(nn.Module):
   """GoogLeNet, Table 1 of the paper; see the module docstring for the two variants.
 

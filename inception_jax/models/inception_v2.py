@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from inception_jax.models import inception_v1, layers
-from inception_jax.models.conventions import TF, Conventions
+from inception_jax.models.conventions import Conventions, resolve
 from inception_jax.models.registry import register
 
 
@@ -76,12 +76,13 @@ def inception_module(row: Row) -> tuple[layers.Spec, ...]:
 @register('inception_v2',
           paper='Ioffe & Szegedy 2015, Batch Normalization: Accelerating Deep Network Training '
                 'by Reducing Internal Covariate Shift',
-          input_size=224, default_conventions='torch')
+          input_size=224)
 class InceptionV2(nn.Module):
   """BN-Inception, Figure 5: stem, ten Inception modules, global average pool, classifier."""
 
   num_classes: int = 1000
-  conventions: Conventions = TF
+  # The Caffe release's conventions (module docstring): what create('inception_v2') builds.
+  conventions: Conventions = resolve('inception_v2', 'torch')
   # Section 4.2.1, "Remove Dropout": the BN network is trained without it.
   dropout_rate: float = 0.0
   # The Caffe release has a bias in every convolution, ahead of the BatchNorm.

@@ -128,7 +128,7 @@ def _fitting(x: jax.Array, window: int) -> str:
   return 'VALID' if min(x.shape[1:3]) >= window else 'SAME'
 
 
-@register('inception_v3', input_size=299, default_conventions='tf',
+@register('inception_v3', input_size=299,
           paper='Szegedy et al. 2015, Rethinking the Inception Architecture for Computer Vision')
 class InceptionV3(nn.Module):
   """Inception-v3 (Table 1). See the module docstring.

@@ -45,7 +45,7 @@ MIXED = tuple((name, fn(*args) if name != 'Mixed_7c' else _max_pool_branch(fn(*a
               for name, fn, args in inception_v3.MIXED)
 
 
-@register('inception_v3_fid', input_size=299, default_conventions='tf',
+@register('inception_v3_fid', input_size=299,
           paper='Heusel et al. 2017, GANs Trained by a Two Time-Scale Update Rule (FID network: '
                 'TF inception-2015-12-05)', num_classes=1008)
 class InceptionV3FID(nn.Module):

@@ -107,8 +107,7 @@ RUNS = tuple(name for name, _, _ in BLOCKS if isinstance(name, Run))
 
 
 @register('inception_v4', paper='Szegedy et al. 2016, Inception-v4, Inception-ResNet and the '
-          'Impact of Residual Connections on Learning', input_size=299,
-          default_conventions='tf')
+          'Impact of Residual Connections on Learning', input_size=299)
 class InceptionV4(nn.Module):
   """Inception-v4, Figure 9. ``scan``: each run of identical blocks (4 A, 7 B, 3 C) is one scanned
   module and sows only its last block's end point (``Mixed_5e``, ...); ``scan=False`` unrolls

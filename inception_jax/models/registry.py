@@ -17,13 +17,18 @@ class ModelInfo:
   cls: type[nn.Module]
   paper: str
   input_size: int
-  default_conventions: str = 'tf'
   aliases: tuple[str, ...] = ()
   defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def min_size(self) -> int:
     return self.cls.min_size
+
+  @property
+  def default_conventions(self) -> str:
+    """The origin ('tf' or 'torch') of the class's own ``conventions`` default: the one place a
+    model's default conventions are written, so ``create(name)`` and the bare class agree."""
+    return self.cls.__dataclass_fields__['conventions'].default.name
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -55,8 +60,8 @@ def _import(name: str) -> None:
     importlib.import_module(f'inception_jax.models.{_MODULES[name]}')
 
 
-def register(name: str, *, paper: str, input_size: int, default_conventions: str = 'tf',
-             aliases: tuple[str, ...] = (), **defaults: Any) -> Callable[[type], type]:
+def register(name: str, *, paper: str, input_size: int, aliases: tuple[str, ...] = (),
+             **defaults: Any) -> Callable[[type], type]:
   """Class decorator: make ``cls`` available as ``create(name)`` (and under ``aliases``).
 
   ``defaults`` are constructor options this name implies (e.g. ``variant='paper'``), so one
@@ -65,10 +70,14 @@ def register(name: str, *, paper: str, input_size: int, default_conventions: str
   def wrap(cls: type[nn.Module]) -> type[nn.Module]:
     if not isinstance(getattr(cls, 'min_size', None), int):
       raise TypeError(f'{cls.__name__} must define an int class attribute min_size')
+    default = getattr(cls.__dataclass_fields__.get('conventions'), 'default', None)
+    if not isinstance(default, conv_lib.Conventions) or default != conv_lib.resolve(name, default.name):
+      raise TypeError(f'{cls.__name__}.conventions must default to '
+                      f'conventions.resolve({name!r}, origin), got {default!r}')
     for key in (name, *aliases):
       if key in _REGISTRY or key in _ALIASES:
         raise ValueError(f'model name {key!r} registered twice')
-    _REGISTRY[name] = ModelInfo(name, cls, paper, input_size, default_conventions, aliases,
+    _REGISTRY[name] = ModelInfo(name, cls, paper, input_size, aliases,
                                 dict(defaults))
     _ALIASES.update({a: name for a in aliases})
     return cls

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from inception_jax.models import layers
-from inception_jax.models.conventions import TF, Conventions
+from inception_jax.models.conventions import Conventions, resolve
 from inception_jax.models.registry import register
 from inception_jax.models.runs import Run, run_blocks
 
@@ -101,7 +101,7 @@ EXIT = (SepConv('block14_sepconv1', 1536, relu=False), SepConv('block14_sepconv2
 
 
 @register('xception', paper='Chollet 2017, Xception: Deep Learning with Depthwise Separable '
-          'Convolutions', input_size=299, default_conventions='tf')
+          'Convolutions', input_size=299)
 class Xception(nn.Module):
   """Xception for ImageNet (Figure 5). ``scan``: the middle flow is one scanned module
   (``block5_to_12``) that records only ``block12``'s end point; ``scan=False`` unrolls it."""
@@ -111,7 +111,8 @@ class Xception(nn.Module):
   min_size: ClassVar[int] = 7
 
   num_classes: int = 1000
-  conventions: Conventions = TF
+  # Keras's conventions (its BatchNorm keeps a scale): what create('xception') builds.
+  conventions: Conventions = resolve('xception', 'tf')
   # Section 4.3: dropout 0.5 before the logistic regression on ImageNet; Keras and timm default
   # to none (eval outputs are unaffected).
   dropout_rate: float = 0.5
