@@ -21,7 +21,10 @@ def _fmt_mfu(r: dict[str, Any]) -> str:
 
 def _where(result: dict[str, Any]) -> str:
   dev = result['jax']['device']
-  return machine.cpu_label(dev) if dev['platform'] == 'cpu' else dev['device_kind']
+  if dev['platform'] != 'cpu':
+    return dev['device_kind']
+  conv = result.get('cpu_convolutions')
+  return machine.cpu_label(dev) + (f', {conv} convolutions' if conv else '')
 
 
 def _load(result: dict[str, Any]) -> str:

@@ -43,6 +43,8 @@ def run_one(args, model: str, mode: str, batch: int, load_before: float) -> dict
             'command': _command(args, model, mode, batch), 'load_avg_1m_before': load_before,
             'loaded': load_before > args.max_load, 'max_load': args.max_load}
   peak = args.peak_tflops * 1e12 if args.peak_tflops else None
+  size = args.image_size or jax_timing.paper_config(model, batch=batch).data.image_size
+  result['cpu_convolutions'] = machine.set_cpu_convolutions(args.cpu_convolutions, size)
   result['jax'] = jax_timing.benchmark_jax(model, mode, batch, args.dtype, args.image_size,
                                            args.steps, args.warmup, args.repeats, peak)
   if args.compare == 'torch':
@@ -72,6 +74,8 @@ def _argv(args, model: str, mode: str, batch: int) -> list[str]:
     argv += ['--image_size', str(args.image_size)]
   argv += ['--steps', str(args.steps), '--warmup', str(args.warmup),
            '--repeats', str(args.repeats)]
+  if args.cpu_convolutions != 'auto':
+    argv += ['--cpu_convolutions', args.cpu_convolutions]
   if args.compare:
     argv += ['--compare', args.compare]
   if args.torch_compile != 'auto':
@@ -132,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
                  help='seconds to wait for the load to fall below --max_load before refusing')
   p.add_argument('--allow_load', action='store_true',
                  help='run on a loaded machine anyway; the row is marked "loaded"')
+  p.add_argument('--cpu_convolutions', default='auto', choices=machine.CPU_CONVOLUTIONS,
+                 help="XLA:CPU's convolutions (inception_jax.machine.set_cpu_convolutions): "
+                      "'auto' = XLA's emitter at inputs of 150 pixels and more, else YNNPACK")
   p.add_argument('--json', default='', help='write the results here')
   p.add_argument('--markdown', default='', help='--all: write the markdown table here')
   return p

@@ -14,6 +14,8 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from inception_jax import machine
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 
 # Programs that compile faster than this are not written to the persistent cache: reading one
@@ -52,41 +54,12 @@ def enable_compilation_cache(directory: str | None) -> str | None:
   return directory
 
 
-# XLA:CPU hands every convolution to YNNPACK by default (jaxlib 0.10); its own emitter (Eigen)
-# is faster on large maps and slower on small ones. Measured idle on an AVX-512 EPYC, 2 cores
-# (BENCHMARKS.md): Inception-v3 at 299, inference 2.07x and the train step 1.38x faster with
-# XLA's emitter; GoogLeNet at 65 (the quickstart), the train step 5-8% slower per CPU-second.
+# XLA:CPU's convolution library: inception_jax.machine.set_cpu_convolutions.
 CPU_CONVOLUTIONS = flags.DEFINE_enum(
-    'cpu_convolutions', 'auto', ['auto', 'xla', 'ynnpack'],
+    'cpu_convolutions', 'auto', list(machine.CPU_CONVOLUTIONS),
     "XLA:CPU's convolutions: 'ynnpack' (XLA's default), 'xla' (its own emitter), 'auto' (xla at "
     'inputs of at least 150 pixels, ynnpack below); no effect on GPUs and TPUs or when XLA_FLAGS '
     'already sets --xla_cpu_experimental_ynn_fusion_type')
-_YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
-LARGE_INPUT = 150
-
-
-def set_cpu_convolutions(choice: str, image_size: int) -> str:
-  """Add XLA's flag for ``choice`` to ``XLA_FLAGS`` (read when JAX first starts a backend, so
-  call this before anything runs). Returns what the CPU will use: 'xla' or 'ynnpack'."""
-  if choice == 'auto':
-    choice = 'xla' if image_size >= LARGE_INPUT else 'ynnpack'
-  current = os.environ.get('XLA_FLAGS', '')
-  if _YNN_FLAG in current:  # the user's own setting wins
-    return 'ynnpack' if re.search(_YNN_FLAG + r'=\S', current) else 'xla'
-  if choice == 'xla' and _jaxlib_has_ynn():
-    os.environ['XLA_FLAGS'] = f'{current} {_YNN_FLAG}='.strip()
-    return 'xla'
-  return 'ynnpack' if _jaxlib_has_ynn() else 'xla'
-
-
-def _jaxlib_has_ynn() -> bool:
-  """jaxlib 0.10 and later know the flag (an unknown flag in XLA_FLAGS aborts the process)."""
-  from importlib import metadata
-  try:
-    major, minor = (int(x) for x in metadata.version('jaxlib').split('.')[:2])
-  except (metadata.PackageNotFoundError, ValueError):
-    return False
-  return (major, minor) >= (0, 10)
 
 
 def resolve_config_path(argv: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from inception_jax import errors
+from inception_jax import errors, machine
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file (FILE[:ARG])',
                                           lock_config=True)
@@ -30,7 +30,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup_logging()
-  cli.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, _CONFIG.value.data.image_size)
+  machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, _CONFIG.value.data.image_size)
   cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
   from inception_jax import train
   step = _STEP.value

@@ -1,11 +1,13 @@
 """What a benchmark records about the machine it ran on: the CPU and its vector extensions, the
 load, the process' CPU time and memory. Figures from a CPU are only comparable on the same CPU
-with the same extensions and nothing else running, so every benchmark row carries these."""
+with the same extensions and nothing else running, so every benchmark row carries these. Also
+the one CPU setting the entry points make: which library runs XLA:CPU's convolutions."""
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 import resource
 import sys
 import threading
@@ -126,3 +128,42 @@ class RssSampler:
     self._stop.set()
     self._thread.join()
     self.peak = max(self.peak, rss_now())
+
+
+# XLA:CPU hands every convolution to YNNPACK by default (jaxlib 0.10); its own emitter (Eigen)
+# is faster on large maps and slower on small ones. Measured idle on an AVX-512 EPYC, 2 cores
+# (BENCHMARKS.md): Inception-v3 at 299, inference 2.07x and the train step 1.38x faster with
+# XLA's emitter; GoogLeNet's train step at 65 (the quickstart) 5-8% slower per CPU-second.
+CPU_CONVOLUTIONS = ('auto', 'xla', 'ynnpack')
+LARGE_INPUT = 150  # 'auto': XLA's emitter from this input size up
+_YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
+
+
+def set_cpu_convolutions(choice: str, image_size: int) -> str:
+  """Choose XLA:CPU's convolutions for inputs of ``image_size``: 'ynnpack' (XLA's default),
+  'xla' (its own emitter) or 'auto' (xla from LARGE_INPUT pixels up). Sets ``XLA_FLAGS``, which
+  JAX reads when it starts its first backend: call before anything computes. No effect on GPUs
+  and TPUs; the user's own ``--xla_cpu_experimental_ynn_fusion_type`` wins. Returns what the
+  CPU uses: 'xla' or 'ynnpack'."""
+  if choice not in CPU_CONVOLUTIONS:
+    raise ValueError(f'cpu convolutions must be one of {CPU_CONVOLUTIONS}, got {choice!r}')
+  if choice == 'auto':
+    choice = 'xla' if image_size >= LARGE_INPUT else 'ynnpack'
+  current = os.environ.get('XLA_FLAGS', '')
+  if _YNN_FLAG in current:
+    return 'ynnpack' if re.search(re.escape(_YNN_FLAG) + r'=\S', current) else 'xla'
+  if not _jaxlib_has_ynn():
+    return 'xla'  # no YNNPACK in this jaxlib: XLA's emitter is all there is
+  if choice == 'xla':
+    os.environ['XLA_FLAGS'] = f'{current} {_YNN_FLAG}='.strip()
+  return choice
+
+
+def _jaxlib_has_ynn() -> bool:
+  """jaxlib 0.10 and later have YNNPACK and its flag (an unknown flag in XLA_FLAGS aborts)."""
+  from importlib import metadata
+  try:
+    major, minor = (int(x) for x in metadata.version('jaxlib').split('.')[:2])
+  except (metadata.PackageNotFoundError, ValueError):
+    return False
+  return (major, minor) >= (0, 10)

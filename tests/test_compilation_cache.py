@@ -91,13 +91,14 @@ def test_min_compile_time(monkeypatch, tmp_path):
 
 
 
-# experiments.train's order: JAX imported, flags parsed, then the convolution library chosen
+# experiments.train's order (inception_jax.machine.set_cpu_convolutions): JAX imported, flags
+# parsed, then the convolution library chosen
 # before the first computation; YNNPACK's convolutions show as '__ynn_fusion' in the program.
 _CONV_SCRIPT = """
 import sys
 import jax, jax.numpy as jnp
-from experiments import cli
-used = cli.set_cpu_convolutions(sys.argv[1], int(sys.argv[2]))
+from inception_jax import machine
+used = machine.set_cpu_convolutions(sys.argv[1], int(sys.argv[2]))
 conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
     x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
 text = conv.lower(jnp.ones((8, 32, 32, 32)), jnp.ones((3, 3, 32, 64))).compile().as_text()
