@@ -92,10 +92,16 @@ def _our_steps(config, module, variables, batches):
   sharding = mesh_lib.replicated(mesh)
   state = jax.device_put(state, sharding)
   step = train.jit_train_step(s, tx, schedule, jax.tree.map(lambda _: sharding, state))
-  losses = []
+  losses, compiled = [], None
   for x, y in batches:
     batch = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'mask': jnp.ones(len(y))}
-    state, metrics = step(state, jax.device_put(batch, mesh_lib.batch_sharded(mesh)))
+    batch = jax.device_put(batch, mesh_lib.batch_sharded(mesh))
+    if compiled is None:
+      # float64 convolutions are plain loops in XLA:CPU, which at the tests' optimisation level 0
+      # (conftest.py) run 8-25x slower on 299-px maps: v3's step is compiled at level 1.
+      options = {'xla_backend_optimization_level': 1} if x.shape[1] >= 150 else None
+      compiled = step.lower(state, batch).compile(compiler_options=options)
+    state, metrics = compiled(state, batch)
     losses.append(float(metrics['loss']))
   lrs = [float(schedule(i)) for i in range(STEPS)]
   return jax.device_get(state), losses, lrs
