@@ -22,9 +22,10 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(REPO, '.jax_test
 
 # The modules whose runs take minutes go first, longest first, so that the short ones fill in
 # around them at the end instead of leaving one worker alone with a long module.
-LONG_FIRST = ('test_reliability', 'test_train', 'test_train_configs', 'test_notebooks')
+LONG_FIRST = ('test_reliability', 'test_train', 'test_step_parity', 'test_train_configs',
+              'test_notebooks')
 # Modules whose tests are each long and share nothing: each test may go to any worker.
-SPREAD = ('test_train_configs.py',)
+SPREAD = ('test_train_configs.py', 'test_step_parity.py')
 
 
 @pytest.hookimpl(optionalhook=True)  # without xdist (-p no:xdist) there is no such hook
