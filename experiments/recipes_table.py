@@ -7,7 +7,8 @@ The first table: each config's optimizer, rate at its default batch (and rescale
 warm-up, length and the final/peak rate ratio, and the EMA's decay per step. ``--quick`` trains
 all seven ``:quick`` configs one after the other (a workdir each under ``--workdir``; a finished
 one is re-evaluated, not retrained) and prints config, steps, held-out top-1 of the raw and the
-EMA weights, and wall time.
+EMA weights, wall time, and the 1-minute load average over the run's log lines (on a shared
+machine the wall time says little without it).
 """
 
 from __future__ import annotations
@@ -53,17 +54,21 @@ def recipe_rows() -> list[str]:
 def quick_rows(root: str) -> list[str]:
   import json
   from inception_jax import train
-  rows = ['| config | steps | top-1 raw | top-1 EMA | wall time |', '|---|---|---|---|---|']
+  rows = ['| config | steps (batch) | top-1 raw | top-1 EMA | wall time | load average |',
+          '|---|---|---|---|---|---|']
   for name in NAMES:
     workdir = os.path.join(root, name)
-    results = train.train_and_evaluate(_config(name, True), workdir)
+    config = _config(name, True)
+    train.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, 'results.json')) as f:  # the run's record, its wall time
       results = json.load(f)
     ev = results['eval']
     ema = f'{ev["ema_top1"]:.2%}' if 'ema_top1' in ev else 'none'
     minutes, seconds = divmod(int(round(results['wall_time_s'])), 60)
-    rows.append(f'| `{name}.py:quick` | {results["steps"]} | {ev["top1"]:.2%} | {ema} | '
-                f'{minutes} min {seconds:02d} s |')
+    load = results.get('load_average_1min')
+    load = f'{load[0]:.1f}-{load[1]:.1f}' if load else 'not recorded'
+    rows.append(f'| `{name}.py:quick` | {results["steps"]} ({config.batch_size}) | '
+                f'{ev["top1"]:.2%} | {ema} | {minutes} min {seconds:02d} s | {load} |')
     print(rows[-1], flush=True)
   return rows
 
@@ -72,6 +77,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup_logging()
+  cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)  # a finished run: its eval step
   rows = quick_rows(_WORKDIR.value) if _QUICK.value else recipe_rows()
   print('\n'.join(rows))
 
