@@ -2,6 +2,7 @@ r"""The README's two recipe tables, from the configs themselves.
 
     python -m experiments.recipes_table                   # the paper recipes, no training
     python -m experiments.recipes_table --quick --workdir=workdirs/quick_table
+    python -m experiments.recipes_table --quick --names=v3,xception   # some of them
 
 The first table: each config's optimizer, rate at its default batch (and rescaled to 1024),
 warm-up, length and the final/peak rate ratio, and the EMA's decay per step. ``--quick`` trains
@@ -24,6 +25,7 @@ IMAGENET_TRAIN = 1_281_167
 
 _QUICK = flags.DEFINE_bool('quick', False, 'train the seven :quick configs and print their table')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/quick_table', 'with --quick: where the runs go')
+_NAMES = flags.DEFINE_list('names', list(NAMES), 'with --quick: these configs only, in this order')
 
 
 def _config(name: str, quick: bool):
@@ -51,12 +53,15 @@ def recipe_rows() -> list[str]:
   return rows
 
 
-def quick_rows(root: str) -> list[str]:
+def quick_rows(root: str, names=NAMES) -> list[str]:
   import json
   from inception_jax import train
+  unknown = sorted(set(names) - set(NAMES))
+  if unknown:
+    raise app.UsageError(f'--names: unknown configs {unknown}; known: {", ".join(NAMES)}')
   rows = ['| config | steps (batch) | top-1 raw | top-1 EMA | wall time | load average |',
           '|---|---|---|---|---|---|']
-  for name in NAMES:
+  for name in names:
     workdir = os.path.join(root, name)
     config = _config(name, True)
     train.train_and_evaluate(config, workdir)
@@ -78,7 +83,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup_logging()
   cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)  # a finished run: its eval step
-  rows = quick_rows(_WORKDIR.value) if _QUICK.value else recipe_rows()
+  rows = quick_rows(_WORKDIR.value, _NAMES.value) if _QUICK.value else recipe_rows()
   print('\n'.join(rows))
 
 
