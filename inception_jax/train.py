@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from inception_jax import checkpoint, data, errors, mesh as mesh_lib, metrics as metrics_lib
-from inception_jax import models, optim, steps, train_state
+from inception_jax import checkpoint, data, errors, machine, mesh as mesh_lib
+from inception_jax import metrics as metrics_lib, models, optim, steps, train_state
 from inception_jax.data import prefetch
 
 log = logging.getLogger('inception_jax.train')
@@ -424,6 +424,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
   skipped_updates = 0
   last_log_time, last_log_step = time.time(), first_step
   train_seconds = 0.0
+  loads: list[float] = []  # 1-minute load average at each log line: a shared machine's share
   compiled = None
   preempted_at = None
   try:
@@ -455,6 +456,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
           now = time.time()
           dt = (now - last_log_time) / (step - last_log_step)
           train_seconds += now - last_log_time
+          loads.append(machine.load_average())
           means.update(step_time=dt, images_per_s=config.batch_size / dt,
                        epoch=step / s.steps_per_epoch)
           writer.write(step, 'train', means)
@@ -513,6 +515,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
       'resumed_from_step': first_step,
       'train_time_s': train_seconds,
       'wall_time_s': time.time() - start_time,
+      'load_average_1min': [min(loads), max(loads)] if loads else None,
       'skipped_train_examples': _report_skipped(host_batches, 'train'),
       'skipped_updates': int(jax.device_get(state.skipped_updates)),
       'devices': s.mesh.size,

@@ -16,7 +16,12 @@ Published (single crop, ImageNet val): paper 79.0 / 94.5 top-1/top-5 (Table 1); 
 
     python -m experiments.train --config=xception.py --workdir=workdirs/xception
 
-Quick version, digits on a CPU: ``--config=xception.py:quick``.
+Quick version, digits on a CPU: 225 steps of 32 digits at 48x48 (5 epochs), SGD at 0.045 per
+batch of 32, annealed as above; measured 99.72% top-1 with the raw weights and 99.44% with the
+EMA pair on the 359 held-out digits, 20 min 48 s on the 2-core CPU shared with other jobs (load
+average 4.5-6.9), 2026-12-02 (README, the quick table).
+
+    python -m experiments.train --config=xception.py:quick --workdir=workdirs/xception_quick
 """
 
 from experiments.configs import common
@@ -28,7 +33,9 @@ def get_config(arg=None):
   c.optimizer.weight_decay = 1e-5
   c.model.options.scan = True  # runs of identical blocks as one nn.scan (models/runs.py)
   if common.parse_arg(arg):
-    common.quick(c, image_size=48, num_epochs=10, lr=0.045)
+    # Batch 32 at the same rate per update: the mean gradient does not grow with the batch, so
+    # 225 updates of 32 move the weights as 225 of 64 (with more noise) in half the CPU time.
+    common.quick(c, image_size=48, num_epochs=5, lr=0.045, batch_size=32)
     # XLA:CPU runs a scan's weight gradients several times slower than unrolled blocks
     # (BENCHMARKS.md, Compile time of scanned blocks): the CPU version trains unrolled.
     c.model.options.scan = False
