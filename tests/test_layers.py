@@ -135,3 +135,86 @@ def test_global_avg_pool_keeps_float64_and_accumulates_bfloat16_in_float32():
   x = jnp.full((1, 16, 16, 1), 1.0 + 2.0 ** -7, jnp.bfloat16)
   assert layers.global_avg_pool(x).dtype == jnp.bfloat16
   assert float(layers.global_avg_pool(x)[0, 0]) == 1.0 + 2.0 ** -7
+
+
+# (input NHWC, kernel HWIO, strides, padding, feature groups): the convolutions the seven families
+# have (1x1, 3x3, 1x7/7x1, stride 2, 'VALID', TF's uneven 'SAME', explicit PyTorch pads,
+# depthwise) and odd sizes, where the stride leaves rows over.
+CONVS = [
+    ((2, 9, 10, 4), (3, 3, 4, 6), (1, 1), 'SAME', 1),
+    ((2, 9, 10, 4), (3, 3, 4, 6), (2, 2), 'SAME', 1),
+    ((2, 9, 10, 4), (3, 3, 4, 6), (2, 2), 'VALID', 1),
+    ((2, 8, 8, 4), (1, 7, 4, 6), (1, 1), [(0, 0), (3, 3)], 1),
+    ((2, 11, 8, 4), (7, 1, 4, 5), (1, 2), [(3, 2), (1, 0)], 1),
+    ((3, 7, 7, 5), (1, 1, 5, 3), (2, 2), 'VALID', 1),
+    ((1, 12, 13, 3), (5, 5, 3, 4), (3, 3), [(2, 2), (2, 2)], 1),
+    ((2, 10, 10, 6), (3, 3, 1, 6), (2, 2), 'SAME', 6),  # depthwise (Xception)
+    ((2, 9, 9, 4), (3, 3, 2, 6), (2, 1), [(1, 1), (0, 2)], 2),
+]
+
+
+@pytest.mark.parametrize('x_shape,w_shape,strides,padding,groups', CONVS)
+def test_conv_gradients_are_jax_autodiff(x_shape, w_shape, strides, padding, groups):
+  """The library-layout gradients (what layers.conv_general_dilated's gradient runs on a CPU in
+  float32) against JAX differentiating lax.conv_general_dilated: in float64 exactly (the same
+  products summed; a misplaced tap, flip, pad or group would be O(1)), and through the layer's
+  own gradient rule, jitted, in float32 to float32's rounding."""
+  rng = np.random.default_rng(0)
+  x, w = rng.normal(size=x_shape), rng.normal(size=w_shape)
+  jaxs = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
+      x, w, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups)
+  pads = (jax.lax.padtype_to_pads(x_shape[1:3], w_shape[:2], strides, padding)
+          if isinstance(padding, str) else padding)
+  with jax.enable_x64(True):
+    y, jax_vjp = jax.vjp(jaxs, jnp.asarray(x), jnp.asarray(w))
+    g = rng.normal(size=y.shape)
+    got = layers.conv_gradients(jnp.asarray(x), jnp.asarray(w), jnp.asarray(g), strides, pads,
+                                groups)
+    for a, b in zip(got, jax_vjp(jnp.asarray(g))):
+      assert a.shape == b.shape and a.dtype == b.dtype == jnp.float64
+      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+  x32, w32, g32 = (jnp.asarray(a, jnp.float32) for a in (x, w, g))
+  ours = lambda x, w: layers.conv_general_dilated(x, w, strides, padding,  # noqa: E731
+                                                  feature_group_count=groups)
+  y, ours_vjp = jax.vjp(ours, x32, w32)
+  y_ref, jax_vjp = jax.vjp(jaxs, x32, w32)
+  np.testing.assert_array_equal(y, y_ref)
+  for a, b in zip(jax.jit(ours_vjp)(g32), jax_vjp(g32)):
+    assert a.shape == b.shape and a.dtype == b.dtype == jnp.float32
+    np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * float(jnp.abs(b).max()))
+
+
+def test_scanned_conv_gradients_run_in_the_library_layout():
+  """Inside a scan (a while loop), XLA:CPU leaves convolutions in the layout they are written in,
+  and JAX writes the gradients in layouts its fast library paths do not take (BENCHMARKS.md,
+  "Compile time of scanned blocks"): every convolution of the compiled gradient of a scanned
+  ConvBN stack must be NHWC x HWIO -> NHWC (``b01f_01io->b01f``), depthwise included."""
+  import re
+  conventions = TF
+
+  class Stack(layers.nn.Module):
+    @layers.nn.compact
+    def __call__(self, x):
+      def body(block, h, _):
+        return block(h, True), None
+      run = layers.nn.scan(body, variable_axes={'params': 0, 'batch_stats': 0},
+                           split_rngs={'params': True}, length=3)
+      for groups in (1, x.shape[-1]):
+        x, _ = run(layers.ConvBN(x.shape[-1], 3, conventions, feature_group_count=groups,
+                                 name=f'groups_{groups}'), x, None)
+      return x
+
+  model = Stack()
+  x = jnp.ones((2, 9, 9, 8))
+  variables = model.init(jax.random.PRNGKey(0), x)
+
+  def loss(params):
+    y, _ = model.apply({**variables, 'params': params}, x, mutable=['batch_stats'])
+    return jnp.sum(y ** 2)
+
+  hlo = jax.jit(jax.grad(loss)).lower(variables['params']).compile().as_text()
+  labels = re.findall(r'convolution\(.*?dim_labels=([^,]+),', hlo)
+  assert len(labels) >= 6, labels  # forward, input and kernel gradient, of both convolutions
+  assert set(labels) == {'b01f_01io->b01f'}, labels

@@ -29,8 +29,8 @@ def test_every_config_but_v1_is_here():
 
 @pytest.mark.parametrize('name', BY_COMPILE_TIME)
 def test_config_trains_and_evaluates_in_bfloat16(name, tmp_path):
-  # One step: it runs every part of the step, and the scanned blocks' gradients run slowly at
-  # the tests' XLA optimisation level (conftest.py: a step of Inception-ResNet-v2 takes a minute).
+  # One step runs every part of the step; each further one costs seconds at the tests' XLA
+  # optimisation level (conftest.py) and tests nothing new.
   config = tiny(name, total_steps=1, dtype='bfloat16')
   results = train.train_and_evaluate(config, str(tmp_path))
   check_run(str(tmp_path), results, steps=1)

@@ -13,6 +13,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 from inception_jax.models.conventions import Conventions, PaddingSpec
@@ -55,7 +56,7 @@ class ConvBN(nn.Module):
                 padding=self.conventions.conv_padding(kernel, strides, self.padding),
                 feature_group_count=self.feature_group_count, use_bias=use_bias,
                 kernel_init=conv_init, dtype=self.dtype, param_dtype=jnp.float32,
-                name='conv')(x)
+                conv_general_dilated=conv_general_dilated, name='conv')(x)
     if self.use_bn:
       x = batch_norm(self.conventions, self.dtype, name='bn')(x, use_running_average=not train)
     if self.activation is not None:
@@ -214,6 +215,126 @@ def batch_norm(conventions: Conventions, dtype: Dtype, name: str | None = None) 
 def dense(features: int, dtype: Dtype, name: str | None = None) -> nn.Dense:
   return nn.Dense(features, kernel_init=dense_init, dtype=dtype, param_dtype=jnp.float32,
                   name=name)
+
+
+# -------------------------------------------------------------------------- convolution
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                         padding: str | Sequence[tuple[int, int]],
+                         lhs_dilation: Sequence[int] | None = None,
+                         rhs_dilation: Sequence[int] | None = None,
+                         dimension_numbers: Any = None, feature_group_count: int = 1,
+                         precision: Any = None, **kwargs: Any) -> jax.Array:
+  """``jax.lax.conv_general_dilated`` (the same function, the same forward program), whose
+  gradient on a CPU is written as two convolutions in XLA:CPU's canonical layout.
+
+  JAX's transpose rules emit the input gradient with the kernel's in/out dimensions swapped and
+  the kernel gradient with batch and channels swapped (``f01b_i01o->01bf``). XLA:CPU rewrites
+  such convolutions into its library layout with explicit transposes, but not inside a while
+  loop's body, where they fall back to a naive loop nest: the backward pass of a scanned run of
+  blocks (``runs.run_blocks``) then ran 5-40x slower than the same blocks unrolled
+  (BENCHMARKS.md, "Compile time of scanned blocks"). Here the gradients transpose their operands
+  themselves, so both layouts run the same convolutions. Other backends (cuDNN matches JAX's
+  forms to its backward kernels) keep JAX's own rules, chosen per platform when lowered, and so
+  does float64, which no XLA:CPU library takes (there JAX's depthwise form runs 30x faster).
+
+  NHWC x HWIO with stride, explicit/'SAME'/'VALID' padding and feature groups (depthwise
+  included) take this path; anything else is passed to ``jax.lax.conv_general_dilated``.
+  """
+  default = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+  dims = (default if dimension_numbers is None else
+          lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers))
+  if (kwargs or dims != default or lhs.ndim != 4 or any(d != 1 for d in lhs_dilation or ())
+      or any(d != 1 for d in rhs_dilation or ())):
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                    rhs_dilation, dimension_numbers, feature_group_count,
+                                    precision=precision, **kwargs)
+  strides = tuple(int(s) for s in window_strides)
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
+  pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+  return _conv(lhs, rhs, strides, pads, int(feature_group_count), precision)
+
+
+def _plain_conv(x, w, strides, pads, groups, precision):
+  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC,
+                                  feature_group_count=groups, precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv(x, w, strides, pads, groups, precision):
+  return _plain_conv(x, w, strides, pads, groups, precision)
+
+
+def _conv_fwd(x, w, strides, pads, groups, precision):
+  return _plain_conv(x, w, strides, pads, groups, precision), (x, w)
+
+
+def _conv_bwd(strides, pads, groups, precision, residuals, g):
+  x, w = residuals
+
+  def autodiff(x, w, g):  # JAX's own transpose rules
+    _, vjp = jax.vjp(lambda x, w: _plain_conv(x, w, strides, pads, groups, precision), x, w)
+    return vjp(g)
+
+  if x.dtype == jnp.float64:  # XLA:CPU's libraries do not take float64: a loop nest either way,
+    return autodiff(x, w, g)  # and JAX's forms are the ones it runs fastest (depthwise: 30x)
+
+  def canonical(x, w, g):
+    return conv_gradients(x, w, g, strides, pads, groups, precision)
+
+  return tuple(lax.platform_dependent(x, w, g, cpu=canonical, default=autodiff))
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_gradients(x: jax.Array, w: jax.Array, g: jax.Array, strides: Sequence[int],
+                   pads: Sequence[tuple[int, int]], groups: int = 1,
+                   precision: Any = None) -> tuple[jax.Array, jax.Array]:
+  """``(dL/dx, dL/dw)`` of the NHWC x HWIO convolution of ``x`` with ``w`` (explicit ``pads``),
+  given ``g = dL/dy``, as two library-layout convolutions: what :func:`conv_general_dilated`'s
+  gradient runs on a CPU for float32 and narrower types."""
+  return (_input_grad(g, w, x.shape, strides, pads, groups, precision),
+          _kernel_grad(x, g, w.shape, strides, pads, groups, precision))
+
+
+def _input_grad(g, w, x_shape, strides, pads, groups, precision):
+  """dL/dx: the output gradient, dilated by the stride, correlated with the kernel flipped in
+  space and with each group's in/out channels exchanged (HWIO with I = out, O = in)."""
+  kh, kw, cin_g, cout = w.shape
+  cout_g = cout // groups
+  wt = jnp.flip(w, (0, 1)).reshape(kh, kw, cin_g, groups, cout_g)
+  wt = wt.transpose(0, 1, 4, 3, 2).reshape(kh, kw, cout_g, groups * cin_g)
+  grad_pads = []
+  for size, k, s, (lo, _), out in zip(x_shape[1:3], (kh, kw), strides, pads, g.shape[1:3]):
+    before = k - 1 - lo
+    grad_pads.append((before, size + k - 1 - ((out - 1) * s + 1) - before))
+  return lax.conv_general_dilated(g, wt, (1, 1), grad_pads, lhs_dilation=strides,
+                                  dimension_numbers=_NHWC, feature_group_count=groups,
+                                  precision=precision).astype(g.dtype)
+
+
+def _kernel_grad(x, g, w_shape, strides, pads, groups, precision):
+  """dL/dw[a, b, c, o] = sum over n, i, j of x_padded[n, s*i + a, s*j + b, c] * g[n, i, j, o]:
+  a convolution with each group's input channels as the batch, the images as the features (one
+  group of them per feature group) and the output gradient, dilated by the stride, as the
+  window."""
+  n, h, wd, c = x.shape
+  kh, kw, cin_g, cout = w_shape
+  lhs = x.reshape(n, h, wd, groups, cin_g).transpose(4, 1, 2, 3, 0)
+  lhs = lhs.reshape(cin_g, h, wd, groups * n)
+  rhs = g.transpose(1, 2, 0, 3)  # (i, j, n, o): window, in = images, out = channels
+  grad_pads = []
+  for size, k, s, (lo, _), out in zip((h, wd), (kh, kw), strides, pads, g.shape[1:3]):
+    grad_pads.append((lo, k + s * (out - 1) - size - lo))
+  dw = lax.conv_general_dilated(lhs, rhs, (1, 1), grad_pads, rhs_dilation=strides,
+                                dimension_numbers=_NHWC, feature_group_count=groups,
+                                precision=precision)
+  return dw.transpose(1, 2, 0, 3).astype(x.dtype)
 
 
 # ------------------------------------------------------------------------------ pooling
