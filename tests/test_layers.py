@@ -1,5 +1,9 @@
-"""The shared pooling and padding arithmetic against PyTorch and TF/XLA semantics."""
+"""The shared pooling and padding arithmetic against PyTorch and TF/XLA semantics, and the
+convolution's gradient rule against JAX's."""
 
+import re
+
+import flax.linen as nn
 import numpy as np
 import pytest
 import jax
@@ -191,18 +195,15 @@ def test_scanned_conv_gradients_run_in_the_library_layout():
   and JAX writes the gradients in layouts its fast library paths do not take (BENCHMARKS.md,
   "Compile time of scanned blocks"): every convolution of the compiled gradient of a scanned
   ConvBN stack must be NHWC x HWIO -> NHWC (``b01f_01io->b01f``), depthwise included."""
-  import re
-  conventions = TF
-
-  class Stack(layers.nn.Module):
-    @layers.nn.compact
+  class Stack(nn.Module):
+    @nn.compact
     def __call__(self, x):
       def body(block, h, _):
         return block(h, True), None
-      run = layers.nn.scan(body, variable_axes={'params': 0, 'batch_stats': 0},
+      run = nn.scan(body, variable_axes={'params': 0, 'batch_stats': 0},
                            split_rngs={'params': True}, length=3)
       for groups in (1, x.shape[-1]):
-        x, _ = run(layers.ConvBN(x.shape[-1], 3, conventions, feature_group_count=groups,
+        x, _ = run(layers.ConvBN(x.shape[-1], 3, TF, feature_group_count=groups,
                                  name=f'groups_{groups}'), x, None)
       return x
 
