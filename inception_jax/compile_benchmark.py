@@ -2,6 +2,8 @@
 
     python -m inception_jax.compile_benchmark --model inception_resnet_v2 --batch 2 --size 299
 
+(Families without runs of identical blocks, v1 to v3, have the unrolled layout only.)
+
 For each layout: ``jax.jit(jax.value_and_grad(loss)).lower(...).compile()`` timed ``--repeats``
 times (caches cleared between), loss the mean of the train-mode logits with mutable
 ``batch_stats``; then the compiled step run ``--steps`` times. Wall and process CPU seconds
@@ -48,7 +50,13 @@ def machine() -> dict[str, Any]:
 def measure(name: str, *, scan: bool, batch: int, size: int, repeats: int,
             steps: int) -> dict[str, Any]:
   """Median compile and step seconds of ``name``'s training gradient (one layout)."""
-  module = models.create(name, scan=scan)
+  fields = models.create(name).__dataclass_fields__
+  if 'scan' not in fields:  # a family without runs of identical blocks: one layout
+    if scan:
+      raise ValueError(f'{name} has no scanned layout; use --layouts unrolled')
+    module = models.create(name)
+  else:
+    module = models.create(name, scan=scan)
   x = jnp.asarray(jax.random.uniform(jax.random.PRNGKey(0), (batch, size, size, 3)) * 2 - 1)
   init = jax.jit(lambda rng: module.init(rng, x[:1], train=False))
   variables = init(jax.random.PRNGKey(0))

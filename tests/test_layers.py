@@ -151,6 +151,7 @@ CONVS = [
     ((2, 8, 8, 4), (1, 7, 4, 6), (1, 1), [(0, 0), (3, 3)], 1),
     ((2, 11, 8, 4), (7, 1, 4, 5), (1, 2), [(3, 2), (1, 0)], 1),
     ((3, 7, 7, 5), (1, 1, 5, 3), (2, 2), 'VALID', 1),
+    ((2, 6, 7, 5), (1, 1, 5, 3), (1, 1), 'VALID', 1),  # 1x1: matrix products
     ((1, 12, 13, 3), (5, 5, 3, 4), (3, 3), [(2, 2), (2, 2)], 1),
     ((2, 10, 10, 6), (3, 3, 1, 6), (2, 2), 'SAME', 6),  # depthwise (Xception)
     ((2, 9, 9, 4), (3, 3, 2, 6), (2, 1), [(1, 1), (0, 2)], 2),
@@ -194,7 +195,8 @@ def test_scanned_conv_gradients_run_in_the_library_layout():
   """Inside a scan (a while loop), XLA:CPU leaves convolutions in the layout they are written in,
   and JAX writes the gradients in layouts its fast library paths do not take (BENCHMARKS.md,
   "Compile time of scanned blocks"): every convolution of the compiled gradient of a scanned
-  ConvBN stack must be NHWC x HWIO -> NHWC (``b01f_01io->b01f``), depthwise included."""
+  ConvBN stack must be NHWC x HWIO -> NHWC (``b01f_01io->b01f``), depthwise included; the
+  kernel gradient of an ungrouped convolution is a matrix product per tap instead."""
   class Stack(nn.Module):
     @nn.compact
     def __call__(self, x):
@@ -217,5 +219,7 @@ def test_scanned_conv_gradients_run_in_the_library_layout():
 
   hlo = jax.jit(jax.grad(loss)).lower(variables['params']).compile().as_text()
   labels = re.findall(r'convolution\(.*?dim_labels=([^,]+),', hlo)
-  assert len(labels) >= 6, labels  # forward, input and kernel gradient, of both convolutions
+  # forward and input gradient of both convolutions, the depthwise one's kernel gradient
+  assert len(labels) >= 5, labels
   assert set(labels) == {'b01f_01io->b01f'}, labels
+  assert len(re.findall(r' dot\(', hlo)) >= 9, hlo  # the 3x3 taps of the ungrouped kernel

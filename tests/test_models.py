@@ -225,3 +225,9 @@ def test_importing_models_imports_neither_tensorflow_nor_torch():
           'bad = [m for m in ("tensorflow", "torch", "keras") if m in sys.modules]; '
           'assert not bad, bad')
   subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_compile_benchmark_refuses_a_scanned_layout_where_there_is_none():
+  from inception_jax import compile_benchmark
+  with pytest.raises(ValueError, match='inception_v1 has no scanned layout'):
+    compile_benchmark.measure('inception_v1', scan=True, batch=1, size=65, repeats=1, steps=1)

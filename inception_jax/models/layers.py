@@ -229,17 +229,18 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          dimension_numbers: Any = None, feature_group_count: int = 1,
                          precision: Any = None, **kwargs: Any) -> jax.Array:
   """``jax.lax.conv_general_dilated`` (the same function, the same forward program), whose
-  gradient on a CPU is written as two convolutions in XLA:CPU's canonical layout.
+  gradient on a CPU is written in the forms XLA:CPU's libraries run fastest.
 
   JAX's transpose rules emit the input gradient with the kernel's in/out dimensions swapped and
   the kernel gradient with batch and channels swapped (``f01b_i01o->01bf``). XLA:CPU rewrites
   such convolutions into its library layout with explicit transposes, but not inside a while
   loop's body, where they fall back to a naive loop nest: the backward pass of a scanned run of
   blocks (``runs.run_blocks``) then ran 5-40x slower than the same blocks unrolled
-  (BENCHMARKS.md, "Compile time of scanned blocks"). Here the gradients transpose their operands
-  themselves, so both layouts run the same convolutions. Other backends (cuDNN matches JAX's
-  forms to its backward kernels) keep JAX's own rules, chosen per platform when lowered, and so
-  does float64, which no XLA:CPU library takes (there JAX's depthwise form runs 30x faster).
+  (BENCHMARKS.md, "Compile time of scanned blocks"). Here the input gradient is a library-layout
+  convolution and the kernel gradient matrix products (:func:`conv_gradients`), so both layouts
+  run the same operations. Other backends (cuDNN matches JAX's forms to its backward kernels)
+  keep JAX's own rules, chosen per platform when lowered, and so does float64, which no XLA:CPU
+  library takes (there JAX's depthwise form runs 30x faster).
 
   NHWC x HWIO with stride, explicit/'SAME'/'VALID' padding and feature groups (depthwise
   included) take this path; anything else is passed to ``jax.lax.conv_general_dilated``.
@@ -296,10 +297,36 @@ def conv_gradients(x: jax.Array, w: jax.Array, g: jax.Array, strides: Sequence[i
                    pads: Sequence[tuple[int, int]], groups: int = 1,
                    precision: Any = None) -> tuple[jax.Array, jax.Array]:
   """``(dL/dx, dL/dw)`` of the NHWC x HWIO convolution of ``x`` with ``w`` (explicit ``pads``),
-  given ``g = dL/dy``, as two library-layout convolutions: what :func:`conv_general_dilated`'s
-  gradient runs on a CPU for float32 and narrower types."""
+  given ``g = dL/dy``: what :func:`conv_general_dilated`'s gradient runs on a CPU for float32 and
+  narrower types. The input gradient is a library-layout convolution. The kernel gradient of an
+  ungrouped convolution is one matrix product over the pixels per kernel tap: as a convolution it
+  takes the whole output map as its window and the batch as its channels, a shape YNNPACK runs at
+  a few GFLOP/s (BENCHMARKS.md, "Filter gradients as matrix products"); grouped (depthwise) ones
+  stay convolutions. A 1x1 convolution (stride 1, unpadded, ungrouped) is a matrix product, and
+  so are both of its gradients."""
+  if w.shape[:2] == (1, 1) and groups == 1 and tuple(strides) == (1, 1) and not any(
+      lo or hi for lo, hi in pads):
+    kernel = w[0, 0]  # (in, out)
+    dx = jnp.einsum('nhwo,io->nhwi', g, kernel, precision=precision)
+    dw = jnp.einsum('nhwi,nhwo->io', x, g, precision=precision)
+    return dx.astype(g.dtype), dw.astype(x.dtype)[None, None]
+  kernel_grad = _kernel_grad if groups > 1 else _kernel_grad_by_taps
   return (_input_grad(g, w, x.shape, strides, pads, groups, precision),
-          _kernel_grad(x, g, w.shape, strides, pads, groups, precision))
+          kernel_grad(x, g, w.shape, strides, pads, groups, precision))
+
+
+def _kernel_grad_by_taps(x, g, w_shape, strides, pads, groups, precision):
+  """dL/dw[a, b] = sum over n, i, j of x_padded[n, s*i + a, s*j + b]^T g[n, i, j]: one matrix
+  product over the pixels per kernel tap, of the input seen through that tap."""
+  del groups
+  kh, kw = w_shape[:2]
+  (sh, sw), (oh, ow) = strides, g.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  taps = [jnp.einsum('nhwi,nhwo->io',
+                     xp[:, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw], g,
+                     precision=precision)
+          for a in range(kh) for b in range(kw)]
+  return jnp.stack(taps).reshape(w_shape).astype(x.dtype)
 
 
 def _input_grad(g, w, x_shape, strides, pads, groups, precision):
