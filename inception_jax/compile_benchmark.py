@@ -50,13 +50,12 @@ def machine() -> dict[str, Any]:
 def measure(name: str, *, scan: bool, batch: int, size: int, repeats: int,
             steps: int) -> dict[str, Any]:
   """Median compile and step seconds of ``name``'s training gradient (one layout)."""
-  fields = models.create(name).__dataclass_fields__
-  if 'scan' not in fields:  # a family without runs of identical blocks: one layout
+  module = models.create(name)  # scanned, where the family has runs of identical blocks
+  if not hasattr(module, 'runs'):
     if scan:
       raise ValueError(f'{name} has no scanned layout; use --layouts unrolled')
-    module = models.create(name)
-  else:
-    module = models.create(name, scan=scan)
+  elif not scan:
+    module = models.create(name, scan=False)
   x = jnp.asarray(jax.random.uniform(jax.random.PRNGKey(0), (batch, size, size, 3)) * 2 - 1)
   init = jax.jit(lambda rng: module.init(rng, x[:1], train=False))
   variables = init(jax.random.PRNGKey(0))

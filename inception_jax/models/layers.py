@@ -306,19 +306,17 @@ def conv_gradients(x: jax.Array, w: jax.Array, g: jax.Array, strides: Sequence[i
   so are both of its gradients."""
   if w.shape[:2] == (1, 1) and groups == 1 and tuple(strides) == (1, 1) and not any(
       lo or hi for lo, hi in pads):
-    kernel = w[0, 0]  # (in, out)
-    dx = jnp.einsum('nhwo,io->nhwi', g, kernel, precision=precision)
-    dw = jnp.einsum('nhwi,nhwo->io', x, g, precision=precision)
-    return dx.astype(g.dtype), dw.astype(x.dtype)[None, None]
-  kernel_grad = _kernel_grad if groups > 1 else _kernel_grad_by_taps
-  return (_input_grad(g, w, x.shape, strides, pads, groups, precision),
-          kernel_grad(x, g, w.shape, strides, pads, groups, precision))
+    dx = jnp.einsum('nhwo,io->nhwi', g, w[0, 0], precision=precision).astype(g.dtype)
+  else:
+    dx = _input_grad(g, w, x.shape, strides, pads, groups, precision)
+  if groups > 1:
+    return dx, _kernel_grad(x, g, w.shape, strides, pads, groups, precision)
+  return dx, _kernel_grad_by_taps(x, g, w.shape, strides, pads, precision)
 
 
-def _kernel_grad_by_taps(x, g, w_shape, strides, pads, groups, precision):
+def _kernel_grad_by_taps(x, g, w_shape, strides, pads, precision):
   """dL/dw[a, b] = sum over n, i, j of x_padded[n, s*i + a, s*j + b]^T g[n, i, j]: one matrix
   product over the pixels per kernel tap, of the input seen through that tap."""
-  del groups
   kh, kw = w_shape[:2]
   (sh, sw), (oh, ow) = strides, g.shape[1:3]
   xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
