@@ -130,12 +130,7 @@ def parser() -> argparse.ArgumentParser:
                  help='PyTorch eager and/or torch.compile (auto: both on GPU, eager on CPU)')
   p.add_argument('--peak_tflops', type=float, default=0.0,
                  help='device peak for MFU, TFLOP/s (default: the known-devices table)')
-  p.add_argument('--max_load', type=float, default=machine.IDLE_LOAD,
-                 help='refuse to run above this 1-minute load average (an idle machine)')
-  p.add_argument('--idle_wait', type=float, default=120.0,
-                 help='seconds to wait for the load to fall below --max_load before refusing')
-  p.add_argument('--allow_load', action='store_true',
-                 help='run on a loaded machine anyway; the row is marked "loaded"')
+  machine.add_idle_flags(p)
   p.add_argument('--cpu_convolutions', default='auto', choices=machine.CPU_CONVOLUTIONS,
                  help="XLA:CPU's convolutions (inception_jax.machine.set_cpu_convolutions): "
                       "'auto' = XLA's emitter at inputs of 150 pixels and more, else YNNPACK")
@@ -171,12 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | list[dict[str, Any]]
       args.model = jax_timing.model_name(args.model)
     except ValueError as err:
       p.error(str(err))
-    load = machine.load_average() if args.allow_load else machine.wait_for_idle(
-        args.max_load, args.idle_wait)
-    if load > args.max_load and not args.allow_load:
-      p.error(f'the 1-minute load average is {load:.2f}, above --max_load {args.max_load} after '
-              f'waiting {args.idle_wait:g} s: the machine is not idle and the figures would not '
-              'hold. Stop what else runs, or pass --allow_load to mark the row "loaded"')
+    load = machine.require_idle(p, args)
     try:
       results = run_one(args, args.model, args.mode, args.batch, load)
     except errors.ConfigError as err:  # a size, batch or dtype the recipe cannot run

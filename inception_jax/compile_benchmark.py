@@ -8,15 +8,14 @@ For each layout: ``jax.jit(jax.value_and_grad(loss)).lower(...).compile()`` time
 times (caches cleared between), loss the mean of the train-mode logits with mutable
 ``batch_stats``; then the compiled step run ``--steps`` times. Wall and process CPU seconds
 (all threads; less sensitive than wall time to other load on the machine). Prints the machine
-(CPU model, AVX2/AVX-512, the 1-minute load average before each run) and a table of medians.
+(CPU model, vector extensions, the 1-minute load average before each compile) and a table of
+medians; refuses to start on a loaded machine as the other benchmarks do (``--allow_load``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from typing import Any
@@ -24,27 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from inception_jax import models
-
-
-def machine() -> dict[str, Any]:
-  """CPU model and vector extensions from /proc/cpuinfo (Linux), and the core count."""
-  info = {'cpu': platform.processor() or platform.machine(), 'avx2': None, 'avx512f': None,
-          'cores': os.cpu_count(), 'jax': jax.__version__, 'backend': jax.default_backend()}
-  try:
-    with open('/proc/cpuinfo') as f:
-      text = f.read()
-  except OSError:
-    return info
-  for line in text.splitlines():
-    key, _, value = line.partition(':')
-    if key.strip() == 'model name':
-      info['cpu'] = value.strip()
-    elif key.strip() == 'flags':
-      flags = set(value.split())
-      info['avx2'], info['avx512f'] = 'avx2' in flags, 'avx512f' in flags
-      break
-  return info
+from inception_jax import machine, models
 
 
 def measure(name: str, *, scan: bool, batch: int, size: int, repeats: int,
@@ -71,7 +50,7 @@ def measure(name: str, *, scan: bool, batch: int, size: int, repeats: int,
   compile_s, compile_cpu_s, lower_s, loads = [], [], [], []
   for _ in range(repeats):
     jax.clear_caches()
-    loads.append(os.getloadavg()[0])
+    loads.append(machine.load_average())
     start, cpu = time.perf_counter(), time.process_time()
     lowered = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(*args)
     mid = time.perf_counter()
@@ -104,13 +83,17 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--layouts', default='scan,unrolled',
                       help="comma-separated subset of 'scan' and 'unrolled'")
+  machine.add_idle_flags(parser)
   args = parser.parse_args(argv)
   layouts = args.layouts.split(',')
   if not set(layouts) <= {'scan', 'unrolled'}:
     parser.error(f"--layouts takes 'scan' and/or 'unrolled', got {args.layouts!r}")
+  load = machine.require_idle(parser, args)
   jax.config.update('jax_enable_compilation_cache', False)  # time real compiles
-  print(json.dumps({'machine': machine(), 'date': time.strftime('%Y-%m-%d %H:%M UTC',
-                                                                time.gmtime())}), flush=True)
+  print(json.dumps({'machine': machine.describe(), 'jax': jax.__version__,
+                    'backend': jax.default_backend(), 'load_1min_before': load,
+                    'loaded': load > args.max_load,
+                    'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), flush=True)
   rows = []
   for layout in layouts:
     row = measure(args.model, scan=layout == 'scan', batch=args.batch, size=args.size,

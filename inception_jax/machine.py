@@ -85,6 +85,30 @@ def wait_for_idle(threshold: float = IDLE_LOAD, timeout: float = 0.0,
   return load
 
 
+def add_idle_flags(parser) -> None:
+  """The benchmarks' load flags: ``--max_load``, ``--idle_wait``, ``--allow_load``."""
+  parser.add_argument('--max_load', type=float, default=IDLE_LOAD,
+                      help='refuse to run above this 1-minute load average (an idle machine)')
+  parser.add_argument('--idle_wait', type=float, default=120.0,
+                      help='seconds to wait for the load to fall below --max_load before refusing')
+  parser.add_argument('--allow_load', action='store_true',
+                      help='run on a loaded machine anyway; the row is marked "loaded"')
+
+
+def require_idle(parser, args) -> float:
+  """The 1-minute load average once it is at most ``args.max_load`` (waiting up to
+  ``args.idle_wait`` seconds), or at once with ``args.allow_load``; otherwise ``parser.error``."""
+  if args.allow_load:
+    return load_average()
+  load = wait_for_idle(args.max_load, args.idle_wait)
+  if load > args.max_load:
+    parser.error(f'the 1-minute load average is {load:.2f}, above --max_load {args.max_load} '
+                 f'after waiting {args.idle_wait:g} s: the machine is not idle and the figures '
+                 'would not hold. Stop what else runs, or pass --allow_load to mark the row '
+                 '"loaded"')
+  return load
+
+
 def cpu_seconds() -> float:
   """User + system CPU time of this process (all its threads) so far."""
   usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -231,3 +231,13 @@ def test_compile_benchmark_refuses_a_scanned_layout_where_there_is_none():
   from inception_jax import compile_benchmark
   with pytest.raises(ValueError, match='inception_v1 has no scanned layout'):
     compile_benchmark.measure('inception_v1', scan=True, batch=1, size=65, repeats=1, steps=1)
+
+
+def test_compile_benchmark_refuses_a_loaded_machine(monkeypatch, capsys):
+  from inception_jax import compile_benchmark, machine
+  monkeypatch.setattr(machine, 'load_average', lambda: 1.7)
+  monkeypatch.setattr(compile_benchmark, 'measure', lambda *a, **k: pytest.fail('it compiled'))
+  with pytest.raises(SystemExit) as exit_info:
+    compile_benchmark.main(['--model', 'inception_v1', '--layouts', 'unrolled', '--idle_wait', '0'])
+  assert exit_info.value.code == 2
+  assert 'load average is 1.70, above --max_load 0.5' in capsys.readouterr().err

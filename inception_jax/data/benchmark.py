@@ -181,11 +181,7 @@ def main(argv=None) -> dict:
   p.add_argument('--eval_resize', default=defaults.PREPROCESS['eval_resize'])
   p.add_argument('--eval_interpolation', default=defaults.PREPROCESS['eval_interpolation'])
   p.add_argument('--repeats', type=int, default=3, help='measurements; the median is reported')
-  p.add_argument('--max_load', type=float, default=machine.IDLE_LOAD,
-                 help='refuse to run above this 1-minute load average')
-  p.add_argument('--idle_wait', type=float, default=120.0,
-                 help='seconds to wait for the load to fall below --max_load')
-  p.add_argument('--allow_load', action='store_true', help='run anyway, marked "loaded"')
+  machine.add_idle_flags(p)
   p.add_argument('--pipelines', default='train,eval')
   p.add_argument('--json', action='store_true', help='print one JSON object')
   p.add_argument('--worker', default='', help=argparse.SUPPRESS)
@@ -212,11 +208,7 @@ def main(argv=None) -> dict:
     stats = {'mean_kb': float(np.mean([os.path.getsize(q) for q in paths])) / 1024}
     from PIL import Image
     stats['mean_pixels'] = float(np.mean([np.prod(Image.open(q).size) for q in paths[:200]]))
-  load_before = machine.load_average() if args.allow_load else machine.wait_for_idle(
-      args.max_load, args.idle_wait)
-  if load_before > args.max_load and not args.allow_load:
-    p.error(f'the 1-minute load average is {load_before:.2f}, above --max_load {args.max_load}: '
-            'the machine is not idle; stop what else runs, or pass --allow_load')
+  load_before = machine.require_idle(p, args)
   results = {}
   for kind in args.pipelines.split(','):
     ones = [_run_worker(args, kind, all_cores[:1]) for _ in range(args.repeats)]
