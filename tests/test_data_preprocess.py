@@ -155,17 +155,72 @@ def test_resize_shorter_and_center_crop_as_torchvision():
   assert mid.shape == (342, 456, 3)  # int(342 * 500 / 375) = 456, as torchvision's Resize
 
 
-def test_colour_distortion_is_slims_on_0_to_255():
-  """TF-slim's fast mode on [0, 1] pixels with the same draws gives the same image / 255."""
-  image = tf.image.resize(IMAGE, (40, 50))  # float 0..255, as after the training resize
-  seed = preprocess._op_seed({'rng': [0, 3]}, 'color_distort')
+def _slim_colour(image, rng, names):
+  """TF-slim's distort_color with TF's own ops on [0, 1] pixels, drawn from our op's seeds."""
+  seed = preprocess._op_seed({'rng': rng}, 'color_distort')
 
   def draw(name):
     return tf.random.experimental.stateless_fold_in(seed, zlib.crc32(name.encode()) & 0x7FFFFFFF)
-  x = tf.image.stateless_random_brightness(image / 255, 32 / 255, draw('brightness'))
-  x = tf.image.stateless_random_saturation(x, 0.5, 1.5, draw('saturation'))
-  ours = preprocess.get('color_distort', 'fast')({'image': image, 'rng': [0, 3]})['image']
-  np.testing.assert_allclose(ours, tf.clip_by_value(x, 0, 1) * 255, atol=1e-3)
+  ops = {'brightness': lambda x: tf.image.stateless_random_brightness(x, 32 / 255,
+                                                                      draw('brightness')),
+         'saturation': lambda x: tf.image.stateless_random_saturation(x, 0.5, 1.5,
+                                                                      draw('saturation')),
+         'hue': lambda x: tf.image.stateless_random_hue(x, 0.2, draw('hue')),
+         'contrast': lambda x: tf.image.stateless_random_contrast(x, 0.5, 1.5, draw('contrast'))}
+  x = image / 255
+  for name in names:
+    x = ops[name](x)
+  return tf.clip_by_value(x, 0, 1) * 255
+
+
+def test_colour_distortion_is_slims_on_0_to_255():
+  """TF-slim's fast mode on [0, 1] pixels with the same draws gives the same image / 255."""
+  image = tf.image.resize(IMAGE, (40, 50))  # float 0..255, as after the training resize
+  for i in range(4):
+    ours = preprocess.get('color_distort', 'fast')({'image': image, 'rng': [0, i]})['image']
+    slim = _slim_colour(image, [0, i], ('brightness', 'saturation'))
+    np.testing.assert_allclose(ours, slim, atol=1e-3)
+
+
+def test_full_colour_distortion_is_slims_in_each_of_its_four_orders():
+  image = tf.image.resize(IMAGE, (40, 50))
+  orders = set()
+  for i in range(12):
+    seed = preprocess._op_seed({'rng': [1, i]}, 'color_distort')
+    order = int(tf.random.stateless_uniform([], seed, 0, 4, dtype=tf.int32))
+    orders.add(order)
+    ours = preprocess.get('color_distort', 'full')({'image': image, 'rng': [1, i]})['image']
+    slim = _slim_colour(image, [1, i], preprocess._ORDERINGS[order])
+    np.testing.assert_allclose(ours, slim, atol=2e-3)
+  assert orders == {0, 1, 2, 3}
+
+
+def test_saturation_without_hsv_is_tfs_kernel():
+  """Pixels of every kind: grey, black, negative and above 255 (brightness comes before the
+  clip), hue in every sector; factors from 0 (grey) past the cap at saturation 1."""
+  rng = np.random.default_rng(0)
+  pixels = np.concatenate([rng.uniform(-40, 300, (2000, 3)), rng.uniform(0, 255, (200, 1)) *
+                           np.ones((1, 3)), [[0, 0, 0], [-5, -3, -9], [-5, 4, 2], [300, 280, 0]]])
+  pixels = tf.constant(pixels[None], tf.float32)
+  for factor in (0.0, 0.5, 0.97, 1.5, 4.0):
+    np.testing.assert_allclose(preprocess._saturate(pixels, factor),
+                               tf.image.adjust_saturation(pixels, factor), atol=2e-4, rtol=1e-5)
+
+
+def test_fast_colour_distortion_compiled_for_static_shapes_equals_the_dynamic_path():
+  """A static shape (after a resize) runs the XLA-compiled function, an unknown one TF's kernels:
+  the same draws and the same pixels to rounding."""
+  image = tf.image.resize(IMAGE, (40, 50))
+  op = preprocess.get('color_distort', 'fast')
+  dynamic = tf.function(lambda x, rng: op({'image': x, 'rng': rng})['image'],
+                        input_signature=[tf.TensorSpec([None, None, 3], tf.float32),
+                                         tf.TensorSpec([2], tf.int64)])
+  traced = preprocess._fast_xla.experimental_get_tracing_count()
+  for i in range(4):
+    rng = np.array([2, i], np.int64)
+    np.testing.assert_allclose(op({'image': image, 'rng': rng})['image'], dynamic(image, rng),
+                               atol=1e-3)
+  assert preprocess._fast_xla.experimental_get_tracing_count() >= max(traced, 1)
 
 
 def test_colour_distortion_stays_in_range():

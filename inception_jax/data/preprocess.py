@@ -306,25 +306,75 @@ def flip_lr() -> Op:
 
 
 # On the 0..255 scale: saturation, hue and contrast do not depend on it, brightness's +-32/255 of
-# TF-slim's [0, 1] pixels is +-32 here (no rescaling passes over the image).
-_BRIGHTNESS, _SATURATION, _HUE, _CONTRAST = 32.0, (0.5, 1.5), 0.2, (0.5, 1.5)
+# TF-slim's [0, 1] pixels is +-32 here (no rescaling passes over the image). The range each
+# factor is drawn from, as TF's stateless_random_<name> draws it (uniform, float32).
+_RANGES = {'brightness': (-32.0, 32.0), 'saturation': (0.5, 1.5), 'hue': (-0.2, 0.2),
+           'contrast': (0.5, 1.5)}
 # TF-slim's distort_color: the four orderings of fast_mode=False; fast_mode uses the first two
 # ops of ordering 0.
 _ORDERINGS = (('brightness', 'saturation', 'hue', 'contrast'),
               ('saturation', 'brightness', 'contrast', 'hue'),
               ('contrast', 'hue', 'brightness', 'saturation'),
               ('hue', 'saturation', 'contrast', 'brightness'))
+_FAST = _ORDERINGS[0][:2]
 
 
-def _colour(name: str, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def _draw(name: str, seed: tf.Tensor) -> tf.Tensor:
+  """The factor ``tf.image.stateless_random_<name>`` draws from ``seed`` folded with ``name``."""
   seed = tf.random.experimental.stateless_fold_in(seed, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+  return tf.random.stateless_uniform([], seed, *_RANGES[name])
+
+
+def _saturate(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+  """``tf.image.adjust_saturation`` without its round trip through HSV. For a fixed hue and value
+  v (the largest channel), each channel is ``c = v - v * s0 * w_c`` with w_c in [0, 1] set by the
+  hue alone (0 for the largest channel, 1 for the smallest) and s0 = (max - min) / max the
+  saturation; scaled to s = min(factor * s0, 1) (TF's kernel caps it at 1), each channel becomes
+  ``max - (max - c) * s / s0 = max - (max - c) * min(factor, max / (max - min))``. A pixel with
+  max <= 0 has saturation 0 in TF's kernel and comes out grey at its max (factor 0 here). Equal to
+  TF's kernel to 1e-4 on the 0..255 scale (tests/test_data_preprocess.py), in a few elementwise
+  steps that XLA fuses into one pass."""
+  r, g, b = tf.unstack(image, axis=-1)
+  top = tf.maximum(tf.maximum(r, g), b)[..., None]
+  spread = top - tf.minimum(tf.minimum(r, g), b)[..., None]
+  t = tf.where(top > 0, tf.minimum(factor, top / tf.maximum(spread, 1e-30)), 0.0)
+  return top - (top - image) * t
+
+
+def _adjust(name: str, image: tf.Tensor, factor: tf.Tensor, fused: bool) -> tf.Tensor:
   if name == 'brightness':
-    return tf.image.stateless_random_brightness(image, _BRIGHTNESS, seed)
-  if name == 'saturation':
-    return tf.image.stateless_random_saturation(image, *_SATURATION, seed)
+    return image + factor
+  if name == 'saturation':  # TF's kernel is the faster one unfused
+    return _saturate(image, factor) if fused else tf.image.adjust_saturation(image, factor)
   if name == 'hue':
-    return tf.image.stateless_random_hue(image, _HUE, seed)
-  return tf.image.stateless_random_contrast(image, *_CONTRAST, seed)
+    return tf.image.adjust_hue(image, factor)
+  return tf.image.adjust_contrast(image, factor)
+
+
+def _distort(image, brightness, saturation, hue=None, contrast=None, order=None, fused=False):
+  """The ops of one ordering (``order`` None: fast mode's two), then clipped to 0..255."""
+  factors = {'brightness': brightness, 'saturation': saturation, 'hue': hue,
+             'contrast': contrast}
+
+  def apply(names, x=image):
+    for name in names:
+      x = _adjust(name, x, factors[name], fused)
+    return x
+  if order is None:
+    image = apply(_FAST)
+  else:
+    image = tf.switch_case(order, [functools.partial(apply, o) for o in _ORDERINGS])
+  return tf.clip_by_value(image, 0.0, 255.0)
+
+
+# Fast mode compiled by XLA: one fused pass over the image instead of one TF kernel per
+# elementwise step (TF's own saturation kernel alone cost about 1 ms per 299x299 image on one
+# core; BENCHMARKS.md, "Input pipeline"). XLA compiles once per image shape, so it is used only
+# where the shape is static (after a resize to a fixed size, as in every pipeline of a config).
+# Full mode stays on TF's kernels: XLA's lowering of adjust_hue differs from TF's kernel on
+# pixels outside 0..255, which brightness and contrast produce before the clip.
+_fast_xla = tf.function(functools.partial(_distort, fused=True), jit_compile=True,
+                        autograph=False)
 
 
 @register('color_distort')
@@ -332,24 +382,22 @@ def color_distort(mode: str = 'full') -> Op:
   """TF-slim's ``distort_color`` (which works on [0, 1] pixels; here the same on 0..255),
   clipped to the pixel range after: ``'fast'`` (slim's default ``fast_mode=True``: brightness
   +-32/255 then saturation 0.5-1.5) or ``'full'`` (brightness, saturation, hue +-0.2 and contrast
-  0.5-1.5, in one of four orders drawn per example)."""
+  0.5-1.5, in one of four orders drawn per example). The factors are the ones TF's
+  ``stateless_random_*`` ops draw from the same seeds."""
   if mode not in ('fast', 'full'):
     raise ValueError(f"color_distort: mode {mode!r}; choose 'fast' or 'full'")
 
   def op(features):
     seed = _op_seed(features, 'color_distort')
     image = tf.cast(_decoded(features), tf.float32)
-    if mode == 'fast':
-      for name in _ORDERINGS[0][:2]:
-        image = _colour(name, image, seed)
-    else:
-      def apply(order, x=image):
-        for name in order:
-          x = _colour(name, x, seed)
-        return x
-      pick = tf.random.stateless_uniform([], seed, 0, len(_ORDERINGS), dtype=tf.int32)
-      image = tf.switch_case(pick, [functools.partial(apply, o) for o in _ORDERINGS])
-    return {**features, 'image': tf.clip_by_value(image, 0.0, 255.0)}
+    names = _FAST if mode == 'fast' else _ORDERINGS[0]
+    factors = {name: _draw(name, seed) for name in names}
+    if mode == 'full':
+      factors['order'] = tf.random.stateless_uniform([], seed, 0, len(_ORDERINGS),
+                                                     dtype=tf.int32)
+    fused = mode == 'fast' and image.shape.is_fully_defined()
+    distort = _fast_xla if fused else _distort
+    return {**features, 'image': distort(image, **factors)}
   return op
 
 
