@@ -153,8 +153,15 @@ CONVS = [
     ((3, 7, 7, 5), (1, 1, 5, 3), (2, 2), 'VALID', 1),
     ((2, 6, 7, 5), (1, 1, 5, 3), (1, 1), 'VALID', 1),  # 1x1: matrix products
     ((1, 12, 13, 3), (5, 5, 3, 4), (3, 3), [(2, 2), (2, 2)], 1),
-    ((2, 10, 10, 6), (3, 3, 1, 6), (2, 2), 'SAME', 6),  # depthwise (Xception)
-    ((2, 9, 9, 4), (3, 3, 2, 6), (2, 1), [(1, 1), (0, 2)], 2),
+    ((2, 9, 9, 4), (3, 3, 2, 6), (2, 1), [(1, 1), (0, 2)], 2),  # grouped, 3 per group
+    ((2, 9, 9, 4), (3, 3, 1, 8), (1, 1), 'SAME', 4),  # depthwise, channel multiplier 2
+]
+# Depthwise (one filter per channel, Xception's): summed over the taps on a CPU.
+DEPTHWISE = [
+    ((2, 10, 10, 6), (3, 3, 1, 6), (2, 2), 'SAME'),
+    ((2, 9, 11, 5), (3, 3, 1, 5), (1, 1), 'SAME'),
+    ((2, 7, 7, 3), (3, 3, 1, 3), (1, 1), 'VALID'),
+    ((1, 8, 7, 4), (5, 3, 1, 4), (2, 1), [(1, 2), (0, 1)]),
 ]
 
 
@@ -191,12 +198,46 @@ def test_conv_gradients_are_jax_autodiff(x_shape, w_shape, strides, padding, gro
     np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * float(jnp.abs(b).max()))
 
 
+@pytest.mark.parametrize('x_shape,w_shape,strides,padding', DEPTHWISE)
+def test_depthwise_convolution_by_taps_is_the_convolution(x_shape, w_shape, strides, padding):
+  """The layer's depthwise convolution and its gradients against lax.conv_general_dilated and
+  JAX's autodiff: in float64 to rounding (a misplaced tap, stride or pad would be O(1)), in
+  float32 to float32's rounding, in bfloat16 as bfloat16 rounds the float32 result; and on a
+  CPU, compiled, with no convolution left in the program."""
+  rng = np.random.default_rng(1)
+  x, w = rng.normal(size=x_shape), rng.normal(size=w_shape)
+  groups = x_shape[-1]
+  jaxs = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
+      x, w, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups)
+  ours = lambda x, w: layers.conv_general_dilated(x, w, strides, padding,  # noqa: E731
+                                                  feature_group_count=groups)
+  for dtype, tol in ((jnp.float64, 1e-12), (jnp.float32, 2e-6)):
+    with jax.enable_x64(dtype == jnp.float64):
+      xd, wd = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
+      y, ours_vjp = jax.vjp(ours, xd, wd)
+      y_ref, jax_vjp = jax.vjp(jaxs, xd, wd)
+      g = jnp.asarray(rng.normal(size=y.shape), dtype)
+      for a, b in zip((y, *jax.jit(ours_vjp)(g)), (y_ref, *jax_vjp(g))):
+        assert a.shape == b.shape and a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=0, atol=tol * float(jnp.abs(b).max()))
+  xb, wb = jnp.asarray(x, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
+  yb = ours(xb, wb)
+  assert yb.dtype == jnp.bfloat16
+  exact = jaxs(xb.astype(jnp.float32), wb.astype(jnp.float32))
+  np.testing.assert_allclose(yb.astype(jnp.float32), exact, rtol=2 ** -8, atol=1e-6)
+  hlo = jax.jit(jax.grad(lambda x, w: jnp.sum(ours(x, w) ** 2), argnums=(0, 1))).lower(
+      jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)).compile().as_text()
+  assert 'convolution(' not in hlo
+
+
 def test_scanned_conv_gradients_run_in_the_library_layout():
   """Inside a scan (a while loop), XLA:CPU leaves convolutions in the layout they are written in,
   and JAX writes the gradients in layouts its fast library paths do not take (BENCHMARKS.md,
   "Compile time of scanned blocks"): every convolution of the compiled gradient of a scanned
-  ConvBN stack must be NHWC x HWIO -> NHWC (``b01f_01io->b01f``), depthwise included; the
-  kernel gradient of an ungrouped convolution is a matrix product per tap instead."""
+  ConvBN stack must be NHWC x HWIO -> NHWC (``b01f_01io->b01f``); the kernel gradient of an
+  ungrouped convolution is a matrix product per tap instead, and a depthwise convolution is no
+  convolution at all (a sum over its taps, forward and backward)."""
   class Stack(nn.Module):
     @nn.compact
     def __call__(self, x):
@@ -219,7 +260,7 @@ def test_scanned_conv_gradients_run_in_the_library_layout():
 
   hlo = jax.jit(jax.grad(loss)).lower(variables['params']).compile().as_text()
   labels = re.findall(r'convolution\(.*?dim_labels=([^,]+),', hlo)
-  # forward and input gradient of both convolutions, the depthwise one's kernel gradient
-  assert len(labels) >= 5, labels
+  # forward and input gradient of the ungrouped convolution
+  assert len(labels) == 2, labels
   assert set(labels) == {'b01f_01io->b01f'}, labels
   assert len(re.findall(r' dot\(', hlo)) >= 9, hlo  # the 3x3 taps of the ungrouped kernel

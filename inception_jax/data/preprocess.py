@@ -332,7 +332,7 @@ def _saturate(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
   saturation; scaled to s = min(factor * s0, 1) (TF's kernel caps it at 1), each channel becomes
   ``max - (max - c) * s / s0 = max - (max - c) * min(factor, max / (max - min))``. A pixel with
   max <= 0 has saturation 0 in TF's kernel and comes out grey at its max (factor 0 here). Equal to
-  TF's kernel to 1e-4 on the 0..255 scale (tests/test_data_preprocess.py), in a few elementwise
+  TF's kernel to 2e-4 on the 0..255 scale (tests/test_data_preprocess.py), in a few elementwise
   steps that XLA fuses into one pass."""
   r, g, b = tf.unstack(image, axis=-1)
   top = tf.maximum(tf.maximum(r, g), b)[..., None]

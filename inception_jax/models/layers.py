@@ -228,8 +228,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          rhs_dilation: Sequence[int] | None = None,
                          dimension_numbers: Any = None, feature_group_count: int = 1,
                          precision: Any = None, **kwargs: Any) -> jax.Array:
-  """``jax.lax.conv_general_dilated`` (the same function, the same forward program), whose
-  gradient on a CPU is written in the forms XLA:CPU's libraries run fastest.
+  """``jax.lax.conv_general_dilated`` (the same function), whose gradient on a CPU is written in
+  the forms XLA:CPU's libraries run fastest, and whose depthwise form on a CPU is a sum over the
+  kernel taps (:func:`depthwise_by_taps`, forward and gradients).
 
   JAX's transpose rules emit the input gradient with the kernel's in/out dimensions swapped and
   the kernel gradient with batch and channels swapped (``f01b_i01o->01bf``). XLA:CPU rewrites
@@ -239,8 +240,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   (BENCHMARKS.md, "Compile time of scanned blocks"). Here the input gradient is a library-layout
   convolution and the kernel gradient matrix products (:func:`conv_gradients`), so both layouts
   run the same operations. Other backends (cuDNN matches JAX's forms to its backward kernels)
-  keep JAX's own rules, chosen per platform when lowered, and so does float64, which no XLA:CPU
-  library takes (there JAX's depthwise form runs 30x faster).
+  keep JAX's own rules and convolutions, chosen per platform when lowered, and so does float64
+  for ungrouped convolutions, which no XLA:CPU library takes.
 
   NHWC x HWIO with stride, explicit/'SAME'/'VALID' padding and feature groups (depthwise
   included) take this path; anything else is passed to ``jax.lax.conv_general_dilated``.
@@ -265,13 +266,47 @@ def _plain_conv(x, w, strides, pads, groups, precision):
                                   feature_group_count=groups, precision=precision)
 
 
+def _is_depthwise(x_shape, w_shape, groups) -> bool:
+  """One filter per input channel (channel multiplier 1): Xception's separable convolutions."""
+  return groups > 1 and w_shape[2] == 1 and w_shape[3] == groups == x_shape[-1]
+
+
+def depthwise_by_taps(x: jax.Array, w: jax.Array, strides: Sequence[int],
+                      pads: Sequence[tuple[int, int]]) -> jax.Array:
+  """The depthwise convolution of NHWC ``x`` with ``w`` (HWIO, I = 1, O = channels) as a sum over
+  the kernel taps of the padded input seen through each tap, times that tap's per-channel
+  weights: elementwise steps XLA fuses into one loop over the output (and, differentiated, its
+  gradients into a few more), where XLA:CPU hands grouped convolutions to no library and emits
+  them as generic loops, 6-16x slower forward and 6-9x slower differentiated on Xception's
+  shapes (BENCHMARKS.md, "Depthwise convolutions as taps"). Accumulated in float32 at least."""
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+  kh, kw = w.shape[:2]
+  (sh, sw) = strides
+  xp = jnp.pad(x, ((0, 0), *pads, (0, 0))).astype(acc)
+  oh, ow = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
+  y = None
+  for a in range(kh):
+    for b in range(kw):
+      term = xp[:, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw] * w[a, b, 0].astype(acc)
+      y = term if y is None else y + term
+  return y.astype(x.dtype)
+
+
+def _forward(x, w, strides, pads, groups, precision):
+  if not _is_depthwise(x.shape, w.shape, groups):
+    return _plain_conv(x, w, strides, pads, groups, precision)
+  return lax.platform_dependent(
+      x, w, cpu=lambda x, w: depthwise_by_taps(x, w, strides, pads),
+      default=lambda x, w: _plain_conv(x, w, strides, pads, groups, precision))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _conv(x, w, strides, pads, groups, precision):
-  return _plain_conv(x, w, strides, pads, groups, precision)
+  return _forward(x, w, strides, pads, groups, precision)
 
 
 def _conv_fwd(x, w, strides, pads, groups, precision):
-  return _plain_conv(x, w, strides, pads, groups, precision), (x, w)
+  return _forward(x, w, strides, pads, groups, precision), (x, w)
 
 
 def _conv_bwd(strides, pads, groups, precision, residuals, g):
@@ -281,8 +316,12 @@ def _conv_bwd(strides, pads, groups, precision, residuals, g):
     _, vjp = jax.vjp(lambda x, w: _plain_conv(x, w, strides, pads, groups, precision), x, w)
     return vjp(g)
 
+  if _is_depthwise(x.shape, w.shape, groups):
+    def by_taps(x, w, g):  # any dtype: elementwise steps, no library involved
+      return jax.vjp(lambda x, w: depthwise_by_taps(x, w, strides, pads), x, w)[1](g)
+    return tuple(lax.platform_dependent(x, w, g, cpu=by_taps, default=autodiff))
   if x.dtype == jnp.float64:  # XLA:CPU's libraries do not take float64: a loop nest either way,
-    return autodiff(x, w, g)  # and JAX's forms are the ones it runs fastest (depthwise: 30x)
+    return autodiff(x, w, g)  # and JAX's forms are the ones it runs fastest
 
   def canonical(x, w, g):
     return conv_gradients(x, w, g, strides, pads, groups, precision)
