@@ -44,7 +44,8 @@ def run_one(args, model: str, mode: str, batch: int, load_before: float) -> dict
             'loaded': load_before > args.max_load, 'max_load': args.max_load}
   peak = args.peak_tflops * 1e12 if args.peak_tflops else None
   size = args.image_size or jax_timing.paper_config(model, batch=batch).data.image_size
-  result['cpu_convolutions'] = machine.set_cpu_convolutions(args.cpu_convolutions, size)
+  result['cpu_convolutions'] = machine.set_cpu_convolutions(args.cpu_convolutions, size,
+                                                             training=mode == 'train')
   result['jax'] = jax_timing.benchmark_jax(model, mode, batch, args.dtype, args.image_size,
                                            args.steps, args.warmup, args.repeats, peak)
   if args.compare == 'torch':
@@ -133,7 +134,8 @@ def parser() -> argparse.ArgumentParser:
   machine.add_idle_flags(p)
   p.add_argument('--cpu_convolutions', default='auto', choices=machine.CPU_CONVOLUTIONS,
                  help="XLA:CPU's convolutions (inception_jax.machine.set_cpu_convolutions): "
-                      "'auto' = XLA's emitter at inputs of 150 pixels and more, else YNNPACK")
+                      "'auto' = XLA's emitter for inference at inputs of 150 pixels and more, "
+                      "else YNNPACK")
   p.add_argument('--json', default='', help='write the results here')
   p.add_argument('--markdown', default='', help='--all: write the markdown table here')
   return p

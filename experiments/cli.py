@@ -57,8 +57,9 @@ def enable_compilation_cache(directory: str | None) -> str | None:
 # XLA:CPU's convolution library: inception_jax.machine.set_cpu_convolutions.
 CPU_CONVOLUTIONS = flags.DEFINE_enum(
     'cpu_convolutions', 'auto', list(machine.CPU_CONVOLUTIONS),
-    "XLA:CPU's convolutions: 'ynnpack' (XLA's default), 'xla' (its own emitter), 'auto' (xla at "
-    'inputs of at least 150 pixels, ynnpack below); no effect on GPUs and TPUs or when XLA_FLAGS '
+    "XLA:CPU's convolutions: 'ynnpack' (XLA's default), 'xla' (its own emitter), 'auto' "
+    '(experiments.evaluate: xla at inputs of at least 150 pixels, ynnpack below; '
+    'experiments.train: ynnpack); no effect on GPUs and TPUs or when XLA_FLAGS '
     'already sets --xla_cpu_experimental_ynn_fusion_type')
 
 

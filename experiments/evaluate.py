@@ -30,7 +30,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup_logging()
-  machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, _CONFIG.value.data.image_size)
+  machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, _CONFIG.value.data.image_size,
+                                training=False)
   cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
   from inception_jax import train
   step = _STEP.value

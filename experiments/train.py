@@ -39,7 +39,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup_logging()
-  machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, _CONFIG.value.data.image_size)
+  machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, _CONFIG.value.data.image_size,
+                                training=True)
   cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
   import jax
   if _DISTRIBUTED.value:

@@ -155,24 +155,28 @@ class RssSampler:
 
 
 # XLA:CPU hands every convolution to YNNPACK by default (jaxlib 0.10); its own emitter (Eigen)
-# is faster on large maps and slower on small ones. Measured idle on an AVX-512 EPYC, 2 cores
-# (BENCHMARKS.md): Inception-v3 at 299, inference 2.07x and the train step 1.38x faster with
-# XLA's emitter; GoogLeNet's train step at 65 (the quickstart) 5-8% slower per CPU-second.
+# runs inference on large maps faster and is no faster for training. Measured idle on an AVX-512
+# EPYC, 2 cores (BENCHMARKS.md, "XLA:CPU's convolutions for training and inference"): inference
+# at 299, XLA's emitter 2.07x (Inception-v3) and 1.76x (Xception) YNNPACK's speed; the train
+# step at 299, YNNPACK 0.92x (v3), 0.96x (v4), 1.02x (Inception-ResNet-v2) and 1.56x (Xception)
+# XLA's, with 10-25% less compile time, and on an AVX2-only EPYC 1.30x (v3); GoogLeNet's train
+# step at 65 5-8% faster with YNNPACK.
 CPU_CONVOLUTIONS = ('auto', 'xla', 'ynnpack')
-LARGE_INPUT = 150  # 'auto': XLA's emitter from this input size up
+LARGE_INPUT = 150  # 'auto': XLA's emitter for inference from this input size up
 _YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
 
 
-def set_cpu_convolutions(choice: str, image_size: int) -> str:
-  """Choose XLA:CPU's convolutions for inputs of ``image_size``: 'ynnpack' (XLA's default),
-  'xla' (its own emitter) or 'auto' (xla from LARGE_INPUT pixels up). Sets ``XLA_FLAGS``, which
+def set_cpu_convolutions(choice: str, image_size: int, *, training: bool) -> str:
+  """Choose XLA:CPU's convolutions for a process that trains (``training``) or only runs
+  inference on inputs of ``image_size``: 'ynnpack' (XLA's default), 'xla' (its own emitter) or
+  'auto' (xla for inference from LARGE_INPUT pixels up, else ynnpack). Sets ``XLA_FLAGS``, which
   JAX reads when it starts its first backend: call before anything computes. No effect on GPUs
   and TPUs; the user's own ``--xla_cpu_experimental_ynn_fusion_type`` wins. Returns what the
   CPU uses: 'xla' or 'ynnpack'."""
   if choice not in CPU_CONVOLUTIONS:
     raise ValueError(f'cpu convolutions must be one of {CPU_CONVOLUTIONS}, got {choice!r}')
   if choice == 'auto':
-    choice = 'xla' if image_size >= LARGE_INPUT else 'ynnpack'
+    choice = 'xla' if not training and image_size >= LARGE_INPUT else 'ynnpack'
   current = os.environ.get('XLA_FLAGS', '')
   if _YNN_FLAG in current:
     return 'ynnpack' if re.search(re.escape(_YNN_FLAG) + r'=\S', current) else 'xla'

@@ -98,7 +98,8 @@ _CONV_SCRIPT = """
 import sys
 import jax, jax.numpy as jnp
 from inception_jax import machine
-used = machine.set_cpu_convolutions(sys.argv[1], int(sys.argv[2]))
+used = machine.set_cpu_convolutions(sys.argv[1], int(sys.argv[2]),
+                                    training=sys.argv[3] == 'train')
 conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
     x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
 text = conv.lower(jnp.ones((8, 32, 32, 32)), jnp.ones((3, 3, 32, 64))).compile().as_text()
@@ -106,9 +107,9 @@ print(used, text.count('__ynn_fusion'))
 """
 
 
-def _conv_library(choice: str, size: int, xla_flags: str = '') -> list[str]:
+def _conv_library(choice: str, size: int, xla_flags: str = '', mode: str = 'infer') -> list[str]:
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags)
-  proc = subprocess.run([sys.executable, '-c', _CONV_SCRIPT, choice, str(size)], cwd=REPO,
+  proc = subprocess.run([sys.executable, '-c', _CONV_SCRIPT, choice, str(size), mode], cwd=REPO,
                         env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout.split()
@@ -116,7 +117,8 @@ def _conv_library(choice: str, size: int, xla_flags: str = '') -> list[str]:
 
 def test_cpu_convolutions_follow_the_flag_and_the_input_size():
   assert _conv_library('auto', 65) == ['ynnpack', '1']  # small maps: XLA's default, YNNPACK
-  assert _conv_library('auto', 299) == ['xla', '0']  # large maps: XLA's own emitter
+  assert _conv_library('auto', 299) == ['xla', '0']  # inference on large maps: XLA's emitter
+  assert _conv_library('auto', 299, mode='train') == ['ynnpack', '1']  # training: YNNPACK
   assert _conv_library('xla', 65) == ['xla', '0']
   assert _conv_library('ynnpack', 299) == ['ynnpack', '1']
   # The user's XLA_FLAGS win over the flag.
