@@ -277,7 +277,7 @@ def depthwise_by_taps(x: jax.Array, w: jax.Array, strides: Sequence[int],
   the kernel taps of the padded input seen through each tap, times that tap's per-channel
   weights: elementwise steps XLA fuses into one loop over the output (and, differentiated, its
   gradients into a few more), where XLA:CPU hands grouped convolutions to no library and emits
-  them as generic loops, 6-16x slower forward and 6-9x slower differentiated on Xception's
+  them as generic loops, 6-23x slower forward and 6-9x slower differentiated on Xception's
   shapes (BENCHMARKS.md, "Depthwise convolutions as taps"). Accumulated in float32 at least."""
   acc = jnp.promote_types(x.dtype, jnp.float32)
   kh, kw = w.shape[:2]
@@ -340,9 +340,10 @@ def conv_gradients(x: jax.Array, w: jax.Array, g: jax.Array, strides: Sequence[i
   narrower types. The input gradient is a library-layout convolution. The kernel gradient of an
   ungrouped convolution is one matrix product over the pixels per kernel tap: as a convolution it
   takes the whole output map as its window and the batch as its channels, a shape YNNPACK runs at
-  a few GFLOP/s (BENCHMARKS.md, "Filter gradients as matrix products"); grouped (depthwise) ones
-  stay convolutions. A 1x1 convolution (stride 1, unpadded, ungrouped) is a matrix product, and
-  so are both of its gradients."""
+  a few GFLOP/s (BENCHMARKS.md, "Filter gradients as matrix products"); grouped ones stay
+  convolutions (depthwise ones do not come here on a CPU: :func:`depthwise_by_taps`). A 1x1
+  convolution (stride 1, unpadded, ungrouped) is a matrix product, and so are both of its
+  gradients."""
   if w.shape[:2] == (1, 1) and groups == 1 and tuple(strides) == (1, 1) and not any(
       lo or hi for lo, hi in pads):
     dx = jnp.einsum('nhwo,io->nhwi', g, w[0, 0], precision=precision).astype(g.dtype)
