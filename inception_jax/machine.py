@@ -155,12 +155,12 @@ class RssSampler:
 
 
 # XLA:CPU hands every convolution to YNNPACK by default (jaxlib 0.10); its own emitter (Eigen)
-# runs inference on large maps faster and is no faster for training. Measured idle on an AVX-512
-# EPYC, 2 cores (BENCHMARKS.md, "XLA:CPU's convolutions for training and inference"): inference
-# at 299, XLA's emitter 2.07x (Inception-v3) and 1.76x (Xception) YNNPACK's speed; the train
-# step at 299, YNNPACK 0.92x (v3), 0.96x (v4), 1.02x (Inception-ResNet-v2) and 1.56x (Xception)
-# XLA's, with 10-25% less compile time, and on an AVX2-only EPYC 1.30x (v3); GoogLeNet's train
-# step at 65 5-8% faster with YNNPACK.
+# runs inference on large maps faster, training at most a few percent faster and often slower.
+# Measured idle on an AVX-512 EPYC, 2 cores (BENCHMARKS.md, "XLA:CPU's convolutions for training
+# and inference"): inference at 299, XLA's emitter 2.07x (Inception-v3) and 1.76x (Xception)
+# YNNPACK's speed; the train step at 299, YNNPACK 0.92x (v3), 0.96x (v4), 1.02x
+# (Inception-ResNet-v2) and 1.56x (Xception) XLA's, with 10-25% less compile time, and on an
+# AVX2-only EPYC 1.30x (v3); GoogLeNet's train step at 65 5-8% faster with YNNPACK.
 CPU_CONVOLUTIONS = ('auto', 'xla', 'ynnpack')
 LARGE_INPUT = 150  # 'auto': XLA's emitter for inference from this input size up
 _YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'

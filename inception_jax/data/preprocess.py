@@ -95,12 +95,16 @@ def parse(spec: str | Sequence[str | Op]) -> Op:
 
 # ------------------------------------------------------------------------------------ helpers
 
+def _fold_in(seed: tf.Tensor, name: str) -> tf.Tensor:
+  """``seed`` with a constant of ``name`` folded in."""
+  return tf.random.experimental.stateless_fold_in(seed, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
 def _op_seed(features: Features, name: str) -> tf.Tensor:
   """The seed of op ``name``: the example's seed with a constant of the op folded in."""
   if 'rng' not in features:
     raise ValueError(f'preprocessing op {name!r} is random and needs an "rng" feature')
-  rng = tf.cast(tf.convert_to_tensor(features['rng']), tf.int64)
-  return tf.random.experimental.stateless_fold_in(rng, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+  return _fold_in(tf.cast(tf.convert_to_tensor(features['rng']), tf.int64), name)
 
 
 def _is_encoded(image) -> bool:
@@ -321,8 +325,7 @@ _FAST = _ORDERINGS[0][:2]
 
 def _draw(name: str, seed: tf.Tensor) -> tf.Tensor:
   """The factor ``tf.image.stateless_random_<name>`` draws from ``seed`` folded with ``name``."""
-  seed = tf.random.experimental.stateless_fold_in(seed, zlib.crc32(name.encode()) & 0x7FFFFFFF)
-  return tf.random.stateless_uniform([], seed, *_RANGES[name])
+  return tf.random.stateless_uniform([], _fold_in(seed, name), *_RANGES[name])
 
 
 def _saturate(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
