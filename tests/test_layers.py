@@ -46,6 +46,44 @@ def test_torch_pooling(n, k, s, p, ceil, include_pad):
   np.testing.assert_allclose(got_avg, want_avg, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize('n,k,s,p,ceil', TORCH_POOLS)
+def test_max_pool_gradient_is_pytorchs_and_jaxs(n, k, s, p, ceil):
+  """The max pool's gradient (taps on a CPU) against PyTorch's and against JAX's autodiff of
+  reduce_window (XLA's select-and-scatter), on inputs full of ties (whole numbers 0..3, a
+  quarter of them 0, as after a ReLU): all three give each window's gradient to its first
+  maximum in row-major order, so a tie broken otherwise is an O(1) error. float64 to rounding
+  (a pixel that is the maximum of several windows sums their gradients in another order);
+  bfloat16 as bfloat16 rounds the float32 gradient; the compiled program has none of the scatter
+  that XLA:CPU makes of a select-and-scatter."""
+  conv = TORCH.replace(pool_ceil=ceil)
+  rng = np.random.default_rng(n)
+  x = rng.integers(0, 4, size=(2, n, n + 1, 3)).astype(np.float64)
+  xt = torch.from_numpy(x.transpose(0, 3, 1, 2)).requires_grad_()
+  yt = F.max_pool2d(xt, k, s, p, ceil_mode=ceil)
+  g = rng.normal(size=yt.shape)
+  yt.backward(torch.from_numpy(g))
+  want = xt.grad.numpy().transpose(0, 2, 3, 1)
+  g = g.transpose(0, 2, 3, 1)
+  window, strides = (k, k), (s, s)
+  pads = [(0, 0), *conv.pool_padding(x.shape[1:3], window, strides, p)[0], (0, 0)]
+  with jax.enable_x64(True):
+    ours = jax.jit(jax.vjp(lambda x: layers.max_pool(x, k, s, p, conv), jnp.asarray(x))[1])
+    jaxs = jax.vjp(lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *window, 1),
+                                                   (1, *strides, 1), pads), jnp.asarray(x))[1]
+    got = ours(jnp.asarray(g))[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got, jaxs(jnp.asarray(g))[0], rtol=0, atol=1e-12)
+  xb, gb = jnp.asarray(x, jnp.bfloat16), jnp.asarray(g, jnp.bfloat16)
+  got = jax.vjp(lambda x: layers.max_pool(x, k, s, p, conv), xb)[1](gb)[0]
+  assert got.dtype == jnp.bfloat16
+  exact = jax.vjp(lambda x: layers.max_pool(x, k, s, p, conv), xb.astype(jnp.float32))[1](
+      gb.astype(jnp.float32))[0]
+  np.testing.assert_allclose(got.astype(jnp.float32), exact, rtol=2 ** -8, atol=0)
+  hlo = jax.jit(jax.grad(lambda x: jnp.sum(layers.max_pool(x, k, s, p, conv) ** 2))).lower(
+      jnp.asarray(x, jnp.float32)).compile().as_text()
+  assert 'scatter(' not in hlo and 'select-and-scatter(' not in hlo
+
+
 @pytest.mark.parametrize('n,k,s', [(112, 3, 2), (57, 3, 2), (74, 3, 2), (35, 3, 1), (17, 5, 3)])
 def test_tf_same_pooling_matches_xla(n, k, s):
   x = jnp.asarray(_x(n))

@@ -409,9 +409,67 @@ def max_pool(x: jax.Array, window: int | Sequence[int], strides: int | Sequence[
   """Max pooling over NHWC ``x``; padding realised by ``conventions`` (padded cells are -inf)."""
   window, strides = _pair(window), _pair(strides)
   pads, _ = conventions.pool_padding(x.shape[1:3], window, strides, padding)
+  return _max_pool(x, tuple(window), tuple(strides),
+                   tuple((int(lo), int(hi)) for lo, hi in pads))
+
+
+def _reduce_max(x, window, strides, pads):
   # A scalar identity lets JAX use its differentiable reduce_window_max.
-  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *window, 1), (1, *strides, 1),
-                               [(0, 0), *pads, (0, 0)])
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1),
+                           [(0, 0), *pads, (0, 0)])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, strides, pads):
+  return _reduce_max(x, window, strides, pads)
+
+
+def _max_pool_fwd(x, window, strides, pads):
+  y = _reduce_max(x, window, strides, pads)
+  return y, (x, y)
+
+
+def _max_pool_bwd(window, strides, pads, residuals, g):
+  def autodiff(x, y, g):  # XLA's select-and-scatter
+    del y
+    return jax.vjp(lambda x: _reduce_max(x, window, strides, pads), x)[1](g)[0]
+
+  def by_taps(x, y, g):
+    return max_pool_gradient(x, y, g, window, strides, pads)
+
+  return (lax.platform_dependent(*residuals, g, cpu=by_taps, default=autodiff),)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool_gradient(x: jax.Array, y: jax.Array, g: jax.Array, window: Sequence[int],
+                      strides: Sequence[int], pads: Sequence[tuple[int, int]]) -> jax.Array:
+  """dL/dx of ``y = max_pool(x)`` given ``g = dL/dy``, as JAX, TF and PyTorch define it: each
+  window's gradient goes to its maximum, the first in row-major order where several tie (ReLU
+  outputs tie at 0 often). Written as elementwise steps over the window's taps: the tap that
+  equals the window's maximum and no earlier tap did takes ``g``, and each tap's share is put
+  back at the input pixels it saw (a pad with the stride as interior padding). XLA:CPU emits
+  the select-and-scatter that autodiff gives as a scalar loop, 3-5x slower on strided pools
+  and 20-25x on stride-1 ones (BENCHMARKS.md, "Max-pool gradients as taps")."""
+  (kh, kw), (sh, sw) = window, strides
+  oh, ow = y.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
+  h, w = xp.shape[1:3]
+  acc = jnp.promote_types(g.dtype, jnp.float32)
+  g, zero = g.astype(acc), jnp.zeros((), acc)
+  free = jnp.ones(y.shape, bool)  # windows whose maximum no earlier tap was
+  dx = None
+  for a in range(kh):
+    for b in range(kw):
+      hit = free & (xp[:, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw] == y)
+      free = free & ~hit
+      share = lax.pad(jnp.where(hit, g, zero), zero,
+                      [(0, 0, 0), (a, h - a - sh * (oh - 1) - 1, sh - 1),
+                       (b, w - b - sw * (ow - 1) - 1, sw - 1), (0, 0, 0)])
+      dx = share if dx is None else dx + share
+  (top, bottom), (left, right) = pads
+  return dx[:, top:h - bottom, left:w - right].astype(x.dtype)
 
 
 def avg_pool(x: jax.Array, window: int | Sequence[int], strides: int | Sequence[int],
