@@ -449,9 +449,10 @@ def max_pool_gradient(x: jax.Array, y: jax.Array, g: jax.Array, window: Sequence
   window's gradient goes to its maximum, the first in row-major order where several tie (ReLU
   outputs tie at 0 often). Written as elementwise steps over the window's taps: the tap that
   equals the window's maximum and no earlier tap did takes ``g``, and each tap's share is put
-  back at the input pixels it saw (a pad with the stride as interior padding). XLA:CPU emits
-  the select-and-scatter that autodiff gives as a scalar loop, 3-5x slower on strided pools
-  and 20-25x on stride-1 ones (BENCHMARKS.md, "Max-pool gradients as taps")."""
+  back at the input pixels it saw (a pad with the stride less one as interior padding).
+  XLA:CPU compiles the select-and-scatter that autodiff gives into a scatter, 4-7x slower than
+  this on strided pools and 21-23x on stride-1 ones (BENCHMARKS.md, "Max-pool gradients as
+  taps")."""
   (kh, kw), (sh, sw) = window, strides
   oh, ow = y.shape[1:3]
   xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
