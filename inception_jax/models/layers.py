@@ -266,6 +266,14 @@ def _plain_conv(x, w, strides, pads, groups, precision):
                                   feature_group_count=groups, precision=precision)
 
 
+def _seen_by_tap(xp: jax.Array, a: int, b: int, strides: Sequence[int],
+                 out_hw: Sequence[int]) -> jax.Array:
+  """The padded NHWC input ``xp`` as kernel tap ``(a, b)`` sees it at each of the ``out_hw``
+  output positions of a window sliding by ``strides``."""
+  (sh, sw), (oh, ow) = strides, out_hw
+  return xp[:, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw]
+
+
 def _is_depthwise(x_shape, w_shape, groups) -> bool:
   """One filter per input channel (channel multiplier 1): Xception's separable convolutions."""
   return groups > 1 and w_shape[2] == 1 and w_shape[3] == groups == x_shape[-1]
@@ -281,13 +289,12 @@ def depthwise_by_taps(x: jax.Array, w: jax.Array, strides: Sequence[int],
   shapes (BENCHMARKS.md, "Depthwise convolutions as taps"). Accumulated in float32 at least."""
   acc = jnp.promote_types(x.dtype, jnp.float32)
   kh, kw = w.shape[:2]
-  (sh, sw) = strides
   xp = jnp.pad(x, ((0, 0), *pads, (0, 0))).astype(acc)
-  oh, ow = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
+  out_hw = [(size - k) // s + 1 for size, k, s in zip(xp.shape[1:3], (kh, kw), strides)]
   y = None
   for a in range(kh):
     for b in range(kw):
-      term = xp[:, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw] * w[a, b, 0].astype(acc)
+      term = _seen_by_tap(xp, a, b, strides, out_hw) * w[a, b, 0].astype(acc)
       y = term if y is None else y + term
   return y.astype(x.dtype)
 
@@ -358,10 +365,8 @@ def _kernel_grad_by_taps(x, g, w_shape, strides, pads, precision):
   """dL/dw[a, b] = sum over n, i, j of x_padded[n, s*i + a, s*j + b]^T g[n, i, j]: one matrix
   product over the pixels per kernel tap, of the input seen through that tap."""
   kh, kw = w_shape[:2]
-  (sh, sw), (oh, ow) = strides, g.shape[1:3]
   xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-  taps = [jnp.einsum('nhwi,nhwo->io',
-                     xp[:, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw], g,
+  taps = [jnp.einsum('nhwi,nhwo->io', _seen_by_tap(xp, a, b, strides, g.shape[1:3]), g,
                      precision=precision)
           for a in range(kh) for b in range(kw)]
   return jnp.stack(taps).reshape(w_shape).astype(x.dtype)
@@ -463,7 +468,7 @@ def max_pool_gradient(x: jax.Array, y: jax.Array, g: jax.Array, window: Sequence
   dx = None
   for a in range(kh):
     for b in range(kw):
-      hit = free & (xp[:, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw] == y)
+      hit = free & (_seen_by_tap(xp, a, b, strides, (oh, ow)) == y)
       free = free & ~hit
       share = lax.pad(jnp.where(hit, g, zero), zero,
                       [(0, 0, 0), (a, h - a - sh * (oh - 1) - 1, sh - 1),
