@@ -62,6 +62,27 @@ def test_missing_unexpected_and_misshaped_tensors_reported_together(reference):
   assert 'source shape (3, 3, 192, 64)' in msg and '(1, 1, 192, 64)' in msg
 
 
+def test_converting_again_traces_the_model_once_and_loads_the_new_weights(reference, monkeypatch):
+  """A run's several state dicts (weights, their moving average, optimizer slots) convert with
+  one trace of the model: the declared shapes are kept per model, the values never are."""
+  traced = []
+  eval_shape = jax.eval_shape
+  monkeypatch.setattr(jax, 'eval_shape', lambda *a, **k: traced.append(1) or eval_shape(*a, **k))
+  convert.from_torch('inception_v1', reference.state_dict(), source='torchvision')  # may trace
+  before = len(traced)
+  other = _googlenet(seed=1).state_dict()
+  _, variables = convert.from_torch('inception_v1', other, source='torchvision')
+  assert len(traced) == before
+  np.testing.assert_array_equal(variables['params']['Logits']['kernel'],
+                                other['fc.weight'].numpy().T)
+  _, again = convert.from_torch('inception_v1', reference.state_dict(), source='torchvision')
+  np.testing.assert_array_equal(again['params']['Logits']['kernel'],
+                                reference.state_dict()['fc.weight'].numpy().T)
+  with jax.enable_x64(True):  # another mode, traced for itself
+    convert.from_torch('inception_v1', other, source='torchvision')
+  assert len(traced) > before
+
+
 def test_unknown_source_and_model():
   with pytest.raises(ValueError, match='source must be one of'):
     convert.from_torch('inception_v1', {}, source='caffe')

@@ -32,7 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 # A run long enough to be killed mid-way: 8 examples, batch 8, a checkpoint every 4 steps.
-STEPS, EVERY = 24, 4
+STEPS, EVERY = 16, 4
 CONFIG_FILE = f'''
 import sys
 sys.path.insert(0, {TESTS!r})

@@ -173,18 +173,19 @@ def test_eight_devices_give_the_loss_of_one(tmp_path):
 
 
 def test_quickstart_accuracy(tmp_path):
-  """The README's main job, shortened from 4 epochs to 3 (135 steps of 32), run as a user runs
-  it: the averaged weights, which v1's recipe evaluates (Polyak averaging), already classify 90%
-  of the held-out digits. (The full command reaches >= 97% EMA, see the README.)"""
+  """The README's main job, shortened from 4 epochs to 2 (90 steps of 32), run as a user runs
+  it: the averaged weights, which v1's recipe evaluates (Polyak averaging), already classify 95%
+  of the held-out digits (measured 97.49% on 2026-12-05; the full command reaches >= 97% EMA, see
+  the README)."""
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # not the tests' fast compile
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.train', '--config=v1.py:quick', f'--workdir={tmp_path}',
-       '--config.num_epochs=3', '--config.eval_every_epochs=0', '--config.tensorboard=False'],
+       '--config.num_epochs=2', '--config.eval_every_epochs=0', '--config.tensorboard=False'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((tmp_path / 'results.json').read_text())
-  assert results['steps'] == 135 and results['dataset'] == 'digits'
-  assert results['eval']['ema_top1'] >= 0.90, results['eval']
+  assert results['steps'] == 90 and results['dataset'] == 'digits'
+  assert results['eval']['ema_top1'] >= 0.95, results['eval']
 
 
 def test_training_imports_neither_tensorflow_nor_torch():

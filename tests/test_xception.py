@@ -186,7 +186,7 @@ def test_remat_gives_the_same_gradients():
   some gradients; in float64 the programs agree to 1e-8."""
   with jax.enable_x64(True):
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3))
-    variables = models.create('xception', num_classes=5).init(RNGS, x.astype(np.float32))
+    variables = jax.jit(models.create('xception', num_classes=5).init)(RNGS, x.astype(np.float32))
     variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
 
     def grads(scan, remat):
@@ -200,7 +200,7 @@ def test_remat_gives_the_same_gradients():
                               rngs={'dropout': RNGS['dropout']})
         return out.mean()
 
-      return jax.grad(loss)(variables['params'])
+      return jax.jit(jax.grad(loss))(variables['params'])
 
     want = grads(True, False)
     scale = max(float(abs(g).max()) for g in jax.tree.leaves(want))

@@ -8,13 +8,14 @@ The folder (``--dir``, made if empty) holds ``--num_images`` JPEGs of about 500x
 typical size), quality 95, cut from the photographs that scikit-image ships (random crops, scales,
 flips, colour shifts and grain, about 110 KB each like ImageNet's; smooth random textures when
 scikit-image is missing), split over 10 class
-folders. Each measurement runs in a fresh process pinned to ``k`` cores (``os.sched_setaffinity``
-before TensorFlow starts, so every thread of the process shares them): the one-core figure and the
-figure on all cores (``total``), each as images per second of wall time and per CPU-second the
-process used (all its threads; on a machine shared with other work the wall-time figures fall
-with the load, the CPU-time ones much less). The files are read from the page cache after the
-first pass: this measures decoding and preprocessing, not the disk. Each figure is the median of
-``--repeats`` (at least 3) measurements; the report records the CPU with its vector extensions
+folders. The measurements run in a fresh process pinned to ``k`` cores (``os.sched_setaffinity``
+before TensorFlow starts, so every thread of the process shares them), one process for the
+one-core figure and one for the figure on all cores (``total``), each as images per second of
+wall time and per CPU-second the process used (all its threads; on a machine shared with other
+work the wall-time figures fall with the load, the CPU-time ones much less). The files are read
+from the page cache after the first pass: this measures decoding and preprocessing, not the
+disk. Each figure is the median of ``--repeats`` (at least 3) measurements, each of a new
+pipeline in that process (TensorFlow's start-up, about 5 s, paid once); the report records the CPU with its vector extensions
 and the 1-minute load average before the run, which must be at most ``--max_load`` (0.5; the
 tool waits ``--idle_wait`` seconds for it, then refuses, unless ``--allow_load`` marks the report
 ``loaded``).
@@ -121,7 +122,8 @@ def _config(args, directory: str):
 
 
 def _measure(args) -> dict:
-  """One pipeline in this (pinned) process: images/s over ``--batches`` after a warm-up."""
+  """``--repeats`` measurements in this (pinned) process, each of a new pipeline: images/s over
+  ``--batches`` after ``--warmup`` batches."""
   import logging
   logging.getLogger('inception_jax.data').setLevel(logging.ERROR)
   from inception_jax.data import imagefolder, pipeline, preprocess
@@ -138,25 +140,29 @@ def _measure(args) -> dict:
     read = staticmethod(lambda idx: folder.read(idx % folder.num_examples))
     parse = staticmethod(folder.parse)
 
-  it = pipeline.Batches(Repeated(), spec, batch_size=args.batch_size, train=train,
-                        process_index=0, process_count=1, seed=0, start_step=0,
-                        image_shape=(args.image_size, args.image_size, 3))
-  for _ in range(args.warmup):
-    next(it)
-  t0, cpu0 = time.perf_counter(), time.process_time()
-  for _ in range(args.batches):
-    next(it)
-  dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-  images = args.batches * args.batch_size
-  return {'pipeline': args.worker, 'spec': spec, 'cores': len(os.sched_getaffinity(0)),
-          'images_per_s': images / dt, 'images_per_cpu_s': images / cpu, 'seconds': dt}
+  runs = []
+  for _ in range(args.repeats):  # a new pipeline each time, the last one closed
+    it = pipeline.Batches(Repeated(), spec, batch_size=args.batch_size, train=train,
+                          process_index=0, process_count=1, seed=0, start_step=0,
+                          image_shape=(args.image_size, args.image_size, 3))
+    for _ in range(args.warmup):
+      next(it)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    for _ in range(args.batches):
+      next(it)
+    dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    it.close()
+    images = args.batches * args.batch_size
+    runs.append({'pipeline': args.worker, 'spec': spec, 'cores': len(os.sched_getaffinity(0)),
+                 'images_per_s': images / dt, 'images_per_cpu_s': images / cpu, 'seconds': dt})
+  return runs
 
 
-def _run_worker(args, kind: str, cores: list[int]) -> dict:
+def _run_worker(args, kind: str, cores: list[int]) -> list[dict]:
   cmd = [sys.executable, '-m', 'inception_jax.data.benchmark', '--worker', kind,
          '--cores', ','.join(map(str, cores))]
   for key in ('dir', 'image_size', 'batch_size', 'batches', 'warmup', 'color_distortion',
-              'eval_resize', 'eval_interpolation'):
+              'eval_resize', 'eval_interpolation', 'repeats'):
     cmd += [f'--{key}', str(getattr(args, key))]
   if args.random_interpolation:
     cmd.append('--random_interpolation')
@@ -211,8 +217,8 @@ def main(argv=None) -> dict:
   load_before = machine.require_idle(p, args)
   results = {}
   for kind in args.pipelines.split(','):
-    ones = [_run_worker(args, kind, all_cores[:1]) for _ in range(args.repeats)]
-    fulls = [_run_worker(args, kind, all_cores) for _ in range(args.repeats)]
+    ones = _run_worker(args, kind, all_cores[:1])
+    fulls = _run_worker(args, kind, all_cores)
     one = {k: statistics.median(r[k] for r in ones) for k in ('images_per_s', 'images_per_cpu_s')}
     full = {k: statistics.median(r[k] for r in fulls)
             for k in ('images_per_s', 'images_per_cpu_s')}
