@@ -15,10 +15,10 @@ wall time and per CPU-second the process used (all its threads; on a machine sha
 work the wall-time figures fall with the load, the CPU-time ones much less). The files are read
 from the page cache after the first pass: this measures decoding and preprocessing, not the
 disk. Each figure is the median of ``--repeats`` (at least 3) measurements, each of a new
-pipeline in that process (TensorFlow's start-up, about 5 s, paid once); the report records the CPU with its vector extensions
-and the 1-minute load average before the run, which must be at most ``--max_load`` (0.5; the
-tool waits ``--idle_wait`` seconds for it, then refuses, unless ``--allow_load`` marks the report
-``loaded``).
+pipeline in that process (TensorFlow's start-up, about 5 s, paid once); the report records the
+CPU with its vector extensions and the 1-minute load average before the run, which must be at
+most ``--max_load`` (0.5; the tool waits ``--idle_wait`` seconds for it, then refuses, unless
+``--allow_load`` marks the report ``loaded``).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def _config(args, directory: str):
   return c
 
 
-def _measure(args) -> dict:
+def _measure(args) -> list[dict]:
   """``--repeats`` measurements in this (pinned) process, each of a new pipeline: images/s over
   ``--batches`` after ``--warmup`` batches."""
   import logging
