@@ -175,7 +175,8 @@ def _finish(model, reader, conv: Converter, implied, num_classes, drop_backgroun
   scanned = getattr(module, 'scan', False)
   if scanned:
     module = module.clone(scan=False)
-  shapes = _declared(module, model)
+  shapes = models.module_variable_shapes(module, models.info(model).input_size)
+  shapes = {k: v for k, v in shapes.items() if k in ('params', 'batch_stats')}
   reinit: list[tuple[str, ...]] = []
   if num_classes != source_classes:
     dropped = sorted({'/'.join(p[1:-1]) for p in flat if in_head(p)})
@@ -204,26 +205,6 @@ def _finish(model, reader, conv: Converter, implied, num_classes, drop_backgroun
     variables = models.pyloop_to_scan(model, variables, **implied, **options)
   variables = jax.tree.map(jnp.asarray, variables)
   return module, variables
-
-
-@functools.lru_cache(maxsize=8)
-def _declared_cached(module, model, x64):  # x64: the dtypes traced depend on the mode
-  del x64
-  shapes = jax.eval_shape(functools.partial(module.init, train=False), _init_rngs(),
-                          _dummy(model))
-  return {k: v for k, v in shapes.items() if k in ('params', 'batch_stats')}
-
-
-def _declared(module, model):
-  """The variables ``module`` declares, as shapes. Tracing the model for them takes 1-2 s
-  (Inception-v3); converting several state dicts of one model (a run's checkpoints, its weights
-  and their moving average) traces it once. Flax modules compare and hash by their fields."""
-  cached = _declared_cached(module, model, bool(jax.config.jax_enable_x64))
-  return jax.tree.map(lambda x: x, cached)  # a copy of the nesting
-
-
-def _init_rngs():
-  return {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
 
 
 def _dummy(model):

@@ -140,6 +140,7 @@ def _measure(args) -> list[dict]:
     read = staticmethod(lambda idx: folder.read(idx % folder.num_examples))
     parse = staticmethod(folder.parse)
 
+  images, cores = args.batches * args.batch_size, len(os.sched_getaffinity(0))
   runs = []
   for _ in range(args.repeats):  # a new pipeline each time, the last one closed
     it = pipeline.Batches(Repeated(), spec, batch_size=args.batch_size, train=train,
@@ -152,8 +153,7 @@ def _measure(args) -> list[dict]:
       next(it)
     dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     it.close()
-    images = args.batches * args.batch_size
-    runs.append({'pipeline': args.worker, 'spec': spec, 'cores': len(os.sched_getaffinity(0)),
+    runs.append({'pipeline': args.worker, 'spec': spec, 'cores': cores,
                  'images_per_s': images / dt, 'images_per_cpu_s': images / cpu, 'seconds': dt})
   return runs
 

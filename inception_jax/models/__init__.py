@@ -39,20 +39,29 @@ from inception_jax.models.flops import flops  # models.flops is the function: fr
 from inception_jax.models.registry import ModelInfo, create, info, list_models, register
 
 
-def _example(name: str, image_size: int | None, batch: int = 1):
-  size = image_size or info(name).input_size
-  return jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
-
-
 def _rngs():
   return {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
 
 
 def variable_shapes(name: str, image_size: int | None = None, **options: Any) -> dict:
   """Shapes of the variables of ``create(name, **options)``, without allocating them."""
-  module = create(name, **options)
-  return jax.eval_shape(functools.partial(module.init, train=False), _rngs(),
-                        _example(name, image_size))
+  return module_variable_shapes(create(name, **options), image_size or info(name).input_size)
+
+
+def module_variable_shapes(module, image_size: int) -> dict:
+  """Shapes of the variables ``module`` declares for ``image_size`` inputs. Traced once per
+  module (flax modules compare and hash by their fields), size and x64 mode, and copied for
+  each caller: tracing takes 1-2 s for Inception-v3, and a converter asks once per state dict
+  (a run's weights, their moving average, the optimizer's slots)."""
+  x64 = bool(jax.config.jax_enable_x64)
+  return jax.tree.map(lambda s: s, _traced_variable_shapes(module, image_size, x64))
+
+
+@functools.lru_cache(maxsize=16)
+def _traced_variable_shapes(module, image_size: int, x64: bool) -> dict:
+  del x64  # a key only: the dtypes traced depend on the mode
+  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  return jax.eval_shape(functools.partial(module.init, train=False), _rngs(), x)
 
 
 def param_count(name: str, **options: Any) -> int:
@@ -92,4 +101,4 @@ def endpoints(module, variables, images, *, train: bool = False, **apply_kw) -> 
 
 __all__ = ['Conventions', 'ModelInfo', 'TF', 'TORCH', 'create', 'endpoints', 'flops', 'info',
            'list_models', 'param_count', 'pyloop_to_scan', 'register', 'resolve',
-           'scan_to_pyloop', 'variable_shapes']
+           'scan_to_pyloop', 'module_variable_shapes', 'variable_shapes']
