@@ -96,7 +96,8 @@ def benchmark_jax(model: str, mode: str, batch: int, dtype: str = 'float32',
   if mode not in mfu_lib.MODES:
     raise ValueError(f'mode must be one of {mfu_lib.MODES}, got {mode!r}')
   config = paper_config(model, batch=batch, image_size=image_size, dtype=dtype)
-  program = train.build(config)  # validates batch, size and dtype (ConfigError)
+  # fresh programs: compile_s times a compilation, not a reuse (ConfigError: batch, size, dtype)
+  program = train.build(config, reuse=False)
   s = program.setup
   local = next(data.batches(config.data, 'train' if mode == 'train' else 'validation',
                             batch_size=mesh_lib.local_batch_size(batch), train=mode == 'train',

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import traverse_util
 
@@ -138,16 +139,6 @@ def init_fn(model, image_size: int) -> Callable[[jax.Array], dict]:
   return init
 
 
-def abstract_state(s: Setup, tx):
-  """``(create, abstract)``: ``rng -> TrainState``, and the state's shapes, dtypes and
-  shardings without allocating it."""
-  create = functools.partial(train_state.create, init_fn(s.model, s.config.data.image_size), tx)
-  shapes = jax.eval_shape(create, jax.random.PRNGKey(0))
-  sharding = mesh_lib.replicated(s.mesh)
-  return create, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                              shapes)
-
-
 def restore_state(config, workdir: str, step: int | str | None = None
                   ) -> tuple[Setup, train_state.TrainState]:
   """The training state saved in ``workdir`` by a run of ``config``, with that run's setup.
@@ -160,8 +151,7 @@ def restore_state(config, workdir: str, step: int | str | None = None
   (each naming the step, path and cause).
   """
   s = setup(config)
-  tx, _ = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)
-  _, abstract = abstract_state(s, tx)
+  abstract = build(config, s).abstract
   ckpt = checkpoint.Checkpointer(workdir)
   try:
     at = ckpt.best_step() if step == 'best' else (ckpt.latest_step() if step is None else step)
@@ -196,12 +186,11 @@ def _load_pretrained(path: str, state, tx, sharding):
 
 # --------------------------------------------------------------------------------- eval
 
-def _make_eval(s: Setup, apply_fn, state_sharding) -> Callable[..., dict[str, float]]:
-  """``run(state, ema=True)``: metrics of the raw weights and, under ``ema_*``, of the EMA pair
-  (averaged weights with their averaged BatchNorm statistics); ``ema=False``: the raw ones only
-  (a recipe without EMA, converted weights)."""
+def _make_eval(s: Setup, step) -> Callable[..., dict[str, float]]:
+  """``run(state, ema=True)``: metrics, by the jitted eval ``step``, of the raw weights and, under
+  ``ema_*``, of the EMA pair (averaged weights with their averaged BatchNorm statistics);
+  ``ema=False``: the raw ones only (a recipe without EMA, converted weights)."""
   config = s.config
-  step = jit_eval_step(s, apply_fn, state_sharding)
 
   def run(state, ema: bool = True) -> dict[str, float]:
     weights = {'': (state.params, state.batch_stats)}
@@ -260,23 +249,32 @@ def _duration(seconds: float) -> str:
 
 def jit_eval_step(s: Setup, apply_fn, state_sharding):
   """The eval step, jitted over ``s.mesh``: ``(params, batch_stats, batch) -> sums``."""
+  return _jit_eval_step(apply_fn, s.mesh, state_sharding)
+
+
+def _jit_eval_step(apply_fn, mesh, state_sharding):
   return jax.jit(functools.partial(steps.eval_step, apply_fn=apply_fn),
                  in_shardings=(state_sharding.params, state_sharding.batch_stats,
-                               mesh_lib.batch_sharded(s.mesh)),
-                 out_shardings=mesh_lib.replicated(s.mesh))
+                               mesh_lib.batch_sharded(mesh)),
+                 out_shardings=mesh_lib.replicated(mesh))
 
 
 def jit_train_step(s: Setup, tx, schedule, state_sharding):
   """The loop's train step, jitted over ``s.mesh``: the batch sharded along ``'data'``, the state
   replicated and donated."""
-  config = s.config
+  loss = s.config.loss
+  return _jit_train_step(s.model.apply, s.mesh, tx, schedule, state_sharding,
+                         loss.label_smoothing, loss.aux_weight, optim.ema_step_decay(s.config))
+
+
+def _jit_train_step(apply_fn, mesh, tx, schedule, state_sharding, label_smoothing, aux_weight,
+                    ema_decay):
   return jax.jit(
-      functools.partial(steps.train_step, apply_fn=s.model.apply, tx=tx, schedule=schedule,
-                        label_smoothing=config.loss.label_smoothing,
-                        aux_weight=config.loss.aux_weight,
-                        ema_decay=optim.ema_step_decay(config)),
-      in_shardings=(state_sharding, mesh_lib.batch_sharded(s.mesh)),
-      out_shardings=(state_sharding, mesh_lib.replicated(s.mesh)), donate_argnums=(0,))
+      functools.partial(steps.train_step, apply_fn=apply_fn, tx=tx, schedule=schedule,
+                        label_smoothing=label_smoothing, aux_weight=aux_weight,
+                        ema_decay=ema_decay),
+      in_shardings=(state_sharding, mesh_lib.batch_sharded(mesh)),
+      out_shardings=(state_sharding, mesh_lib.replicated(mesh)), donate_argnums=(0,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,26 +288,61 @@ class Program:
   abstract: train_state.TrainState  # jax.ShapeDtypeStruct leaves, with their shardings
   state_sharding: Any
   train_step: Any  # jitted (state, batch) -> (state, metrics); donates the state
+  init_step: Any  # jitted rng -> state, straight into state_sharding
+  model_eval_step: Any  # jitted (params, batch_stats, batch) -> sums, of the model's apply
 
   def init(self, rng: jax.Array) -> train_state.TrainState:
     """A fresh state, initialised straight into its sharding."""
-    return jax.jit(self.create, out_shardings=self.state_sharding)(rng)
+    return self.init_step(rng)
 
   def eval_step(self, apply_fn: Callable | None = None):
     """The jitted eval step of evaluation (``apply_fn`` defaults to the model's)."""
-    return jit_eval_step(self.setup, apply_fn or self.setup.model.apply, self.state_sharding)
+    if apply_fn is None:
+      return self.model_eval_step
+    return jit_eval_step(self.setup, apply_fn, self.state_sharding)
 
 
-def build(config, s: Setup | None = None) -> Program:
+def build(config, s: Setup | None = None, *, reuse: bool = True) -> Program:
   """The training program of ``config`` (``s``: its :func:`setup`, computed when not given).
-  Nothing is compiled until a step is first called or lowered."""
+  Nothing is compiled until a step is first called or lowered.
+
+  Within a process, configs that define the same programs (the same model, input size,
+  optimizer, loss, EMA decay per step and mesh; the run's length, data order and workdir may
+  differ) get the same jitted functions, so that a second run, a resumed run or
+  :func:`restore_state` neither traces nor loads its steps again. ``reuse=False``: fresh
+  ones (what a benchmark of compile time needs)."""
   s = setup(config) if s is None else s
-  tx, schedule = optim.make(config.optimizer, s.peak_lr, s.steps_per_epoch)
-  create, abstract = abstract_state(s, tx)
+  key = (s.model, config.data.image_size, ml_collections.FrozenConfigDict(config.optimizer),
+         s.peak_lr, s.steps_per_epoch, float(config.loss.label_smoothing),
+         float(config.loss.aux_weight), optim.ema_step_decay(config), s.mesh,
+         bool(jax.config.jax_enable_x64))
+  try:
+    hash(key)
+  except TypeError:  # a model option that cannot be hashed: nothing to share it under
+    reuse = False
+  parts = _programs(*key) if reuse else _programs.__wrapped__(*key)
+  return Program(setup=s, **parts)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(model, image_size: int, optimizer, peak_lr: float, steps_per_epoch: float,
+              label_smoothing: float, aux_weight: float, ema_decay: float, mesh,
+              x64: bool) -> dict[str, Any]:
+  """The parts of a :class:`Program`, from these arguments only (``x64``: under which the
+  shapes were traced), so that equal arguments may share them."""
+  del x64
+  tx, schedule = optim.make(optimizer, peak_lr, steps_per_epoch)
+  create = functools.partial(train_state.create, init_fn(model, image_size), tx)
+  sharding = mesh_lib.replicated(mesh)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                          jax.eval_shape(create, jax.random.PRNGKey(0)))
   state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
-  return Program(setup=s, tx=tx, schedule=schedule, create=create, abstract=abstract,
-                 state_sharding=state_sharding,
-                 train_step=jit_train_step(s, tx, schedule, state_sharding))
+  return dict(
+      tx=tx, schedule=schedule, create=create, abstract=abstract, state_sharding=state_sharding,
+      train_step=_jit_train_step(model.apply, mesh, tx, schedule, state_sharding, label_smoothing,
+                                 aux_weight, ema_decay),
+      init_step=jax.jit(create, out_shardings=state_sharding),
+      model_eval_step=_jit_eval_step(model.apply, mesh, state_sharding))
 
 
 class _Preemption:
@@ -381,8 +414,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
   workdir = os.path.abspath(workdir)
   is_main = jax.process_index() == 0
   program = build(config, s)
-  tx, create, abstract = program.tx, program.create, program.abstract
-  state_sharding = program.state_sharding
+  tx, abstract, state_sharding = program.tx, program.abstract, program.state_sharding
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints,
                                  keep_best=config.keep_best_checkpoints)
   ckpt.check_compatible(abstract, model=config.model.name, saved_model=_saved_model(workdir))
@@ -394,7 +426,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
   if latest is not None:
     log.info('resumed from %s at step %d', ckpt.path(latest), latest)
   else:
-    state = jax.jit(create, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
+    state = program.init(jax.random.PRNGKey(config.seed))
     if config.init_from:
       state = _load_pretrained(config.init_from, state, tx, state_sharding)
   first_step = latest or 0
@@ -409,7 +441,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
            config.optimizer.lr_batch)
 
   train_step = program.train_step
-  run_eval = _make_eval(s, s.model.apply, state_sharding)
+  run_eval = _make_eval(s, program.eval_step())
   writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard)
   host_batches = data.batches(config.data, config.data.train_split,
                               batch_size=mesh_lib.local_batch_size(config.batch_size), train=True,
@@ -593,10 +625,10 @@ def evaluate(config, workdir: str | None = None, *, weights: str | None = None,
   else:
     s, state = restore_state(config, workdir, step)
     at = int(jax.device_get(state.step))
-    apply_fn, where = s.model.apply, f'{os.path.join(workdir, "checkpoints")} step {at}'
-  state_sharding = jax.tree.map(lambda _: sharding, state)
-  result = _make_eval(s, apply_fn, state_sharding)(
-      state, ema=weights is None and bool(config.ema_decay))
+    where = f'{os.path.join(workdir, "checkpoints")} step {at}'
+  step_fn = (jit_eval_step(s, apply_fn, jax.tree.map(lambda _: sharding, state))
+             if weights is not None else build(config, s).eval_step())
+  result = _make_eval(s, step_fn)(state, ema=weights is None and bool(config.ema_decay))
   log.info('%s on %s/%s (%d images): %s', where, config.data.name, config.data.eval_split,
            s.num_eval, _eval_line(at, s, result).split(': ', 1)[1])
   return {**result, 'step': int(at)}

@@ -33,6 +33,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 
 # A run long enough to be killed mid-way: 8 examples, batch 8, a checkpoint every 4 steps.
 STEPS, EVERY = 16, 4
+COMMAND = dict(total_steps=STEPS, checkpoint_every_steps=EVERY, keep_checkpoints=2)
 CONFIG_FILE = f'''
 import sys
 sys.path.insert(0, {TESTS!r})
@@ -40,7 +41,7 @@ from train_utils import tiny
 
 
 def get_config():
-  return tiny('v1', total_steps={STEPS}, checkpoint_every_steps={EVERY}, keep_checkpoints=2)
+  return tiny('v1', **{COMMAND!r})
 '''
 
 
@@ -100,10 +101,13 @@ def _assert_bitwise_equal(a, b) -> None:
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory, config_file, cache):
+def uninterrupted(tmp_path_factory, cache):
+  """The final state of the command's run, uninterrupted: run in this process (the same programs
+  under the same XLA flags, so the same bits) with the config the command loads."""
   workdir = str(tmp_path_factory.mktemp('uninterrupted'))
-  _finish(_launch(config_file, workdir, cache))
-  return final_state(workdir, tiny('v1', total_steps=STEPS))
+  config = tiny('v1', **COMMAND)
+  train.train_and_evaluate(config, workdir)
+  return final_state(workdir, config)
 
 
 def test_sigkill_then_relaunch_is_bitwise_the_uninterrupted_run(tmp_path, config_file, cache,
@@ -123,7 +127,7 @@ def test_sigkill_then_relaunch_is_bitwise_the_uninterrupted_run(tmp_path, config
   assert results['steps'] == STEPS
   assert EVERY <= results['resumed_from_step'] <= kill_at + EVERY, (kill_at, results)
   assert f'at step {results["resumed_from_step"]}' in err
-  state = final_state(workdir, tiny('v1', total_steps=STEPS))
+  state = final_state(workdir, tiny('v1', **COMMAND))
   # Parameters, batch statistics, optimizer state, EMA, step, rng: all bit for bit.
   _assert_bitwise_equal(state, uninterrupted)
 
@@ -149,7 +153,7 @@ def test_sigterm_checkpoints_exits_cleanly_and_the_relaunch_continues(tmp_path, 
   _finish(_launch(config_file, workdir, cache))
   with open(os.path.join(workdir, 'results.json')) as f:
     assert json.load(f)['resumed_from_step'] == step
-  _assert_bitwise_equal(final_state(workdir, tiny('v1', total_steps=STEPS)), uninterrupted)
+  _assert_bitwise_equal(final_state(workdir, tiny('v1', **COMMAND)), uninterrupted)
 
 
 def _checkpoint_files(directory: str) -> list[str]:

@@ -56,13 +56,37 @@ def test_rmsprop_recipe_learns_a_fixed_batch(tmp_path):
   losses = [r['loss'] for r in records]
   assert losses[-1] < 0.7 * losses[0], losses
   assert all(r['grad_norm'] > config.optimizer.clip_norm for r in records)  # clipping was live
-  start = jax.device_get(jax.jit(train.build(config).create)(jax.random.PRNGKey(config.seed)))
+  start = jax.device_get(train.build(config).init(jax.random.PRNGKey(config.seed)))
   end = final_state(str(tmp_path), config)
   kernels = [(jax.tree_util.keystr(ka), a, b) for (ka, a), (_, b) in zip(
       jax.tree_util.tree_flatten_with_path(start.params)[0],
       jax.tree_util.tree_flatten_with_path(end.params)[0]) if ka[-1].key == 'kernel']
   assert len(kernels) > 50
   assert all(np.any(a != b) for _, a, b in kernels), [k for k, a, b in kernels if np.all(a == b)]
+
+
+def test_configs_of_the_same_programs_share_them_within_a_process():
+  """train.build hands out the jitted steps of an earlier config that defines the same programs
+  (a relaunch in a notebook, restore_state after a run: nothing traced or loaded again), and
+  fresh ones as soon as anything they compute changes."""
+  first = train.build(tiny('v1', total_steps=2))
+  # The run's length, checkpoints, seed (the data order and the initial draw are inputs) and
+  # evaluation schedule are not part of the programs.
+  same = train.build(tiny('v1', total_steps=9, checkpoint_every_steps=3, seed=7,
+                          eval_every_epochs=2.0))
+  assert same.train_step is first.train_step and same.init_step is first.init_step
+  assert same.eval_step() is first.eval_step() and same.abstract is first.abstract
+  for field, value in [('optimizer.lr', 0.5), ('optimizer.name', 'rmsprop'),
+                       ('optimizer.weight_decay', 0.0), ('optimizer.decay_rate', 0.5),
+                       ('optimizer.warmup_epochs', 1.0), ('loss.label_smoothing', 0.1),
+                       ('loss.aux_weight', 0.0), ('ema_decay', 0.99), ('ema_decay', 0.0),
+                       ('dtype', 'bfloat16'), ('model.options.bn_momentum', 0.99),
+                       ('model.options.dropout_rate', 0.2),
+                       ('batch_size', 4), ('data.image_size', 80)]:
+    other = train.build(tiny('v1', **{field: value}))
+    assert other.train_step is not first.train_step, field
+  fresh = train.build(tiny('v1', total_steps=2), reuse=False)
+  assert fresh.train_step is not first.train_step and fresh.init_step is not first.init_step
 
 
 def test_resume_continues_step_count_and_schedule(tmp_path):
