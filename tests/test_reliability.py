@@ -92,6 +92,18 @@ def _wait_for_step(proc: subprocess.Popen, workdir: str, step: int) -> None:
     time.sleep(0.01)
 
 
+def _wait_for_checkpoint(proc: subprocess.Popen, workdir: str, step: int) -> None:
+  """Until the checkpoint of ``step`` is committed: the run logs a step before its asynchronous
+  save of an earlier one has finished (orbax renames the step's directory into place last)."""
+  path = os.path.join(workdir, 'checkpoints', str(step))
+  deadline = time.time() + 600
+  while not os.path.isdir(path):
+    assert proc.poll() is None, (
+        f'the run ended before checkpoint {step}: {proc.stderr.read()[-3000:]}')
+    assert time.time() < deadline
+    time.sleep(0.01)
+
+
 def _assert_bitwise_equal(a, b) -> None:
   leaves_a, tree_a = jax.tree.flatten(jax.device_get(a))
   leaves_b, tree_b = jax.tree.flatten(jax.device_get(b))
@@ -115,6 +127,7 @@ def test_sigkill_then_relaunch_is_bitwise_the_uninterrupted_run(tmp_path, config
   workdir = str(tmp_path)
   kill_at = random.Random().randint(EVERY + 1, STEPS - 6)  # after the first checkpoint
   proc = _launch(config_file, workdir, cache)
+  _wait_for_checkpoint(proc, workdir, EVERY)
   _wait_for_step(proc, workdir, kill_at)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
