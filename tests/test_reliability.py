@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import jax
 import numpy as np
@@ -84,24 +85,24 @@ def _last_logged_step(workdir: str) -> int:
     return 0
 
 
-def _wait_for_step(proc: subprocess.Popen, workdir: str, step: int) -> None:
+def _wait(proc: subprocess.Popen, done: Callable[[], bool], what: str) -> None:
+  """Polls ``done`` until it holds, failing if the run ends first or after 10 minutes."""
   deadline = time.time() + 600
-  while _last_logged_step(workdir) < step:
-    assert proc.poll() is None, f'the run ended before step {step}: {proc.stderr.read()[-3000:]}'
-    assert time.time() < deadline
+  while not done():
+    assert proc.poll() is None, f'the run ended before {what}: {proc.stderr.read()[-3000:]}'
+    assert time.time() < deadline, f'no {what} after 10 minutes'
     time.sleep(0.01)
+
+
+def _wait_for_step(proc: subprocess.Popen, workdir: str, step: int) -> None:
+  _wait(proc, lambda: _last_logged_step(workdir) >= step, f'step {step}')
 
 
 def _wait_for_checkpoint(proc: subprocess.Popen, workdir: str, step: int) -> None:
   """Until the checkpoint of ``step`` is committed: the run logs a step before its asynchronous
   save of an earlier one has finished (orbax renames the step's directory into place last)."""
   path = os.path.join(workdir, 'checkpoints', str(step))
-  deadline = time.time() + 600
-  while not os.path.isdir(path):
-    assert proc.poll() is None, (
-        f'the run ended before checkpoint {step}: {proc.stderr.read()[-3000:]}')
-    assert time.time() < deadline
-    time.sleep(0.01)
+  _wait(proc, lambda: os.path.isdir(path), f'checkpoint {step}')
 
 
 def _assert_bitwise_equal(a, b) -> None:
