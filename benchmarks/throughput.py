@@ -32,7 +32,7 @@ import tempfile
 from typing import Any
 
 from benchmarks import jax_timing, mfu, report
-from inception_jax import errors, machine
+from inception_jax import errors, machine, models
 
 DTYPES = ('float32', 'bfloat16')
 
@@ -44,8 +44,9 @@ def run_one(args, model: str, mode: str, batch: int, load_before: float) -> dict
             'loaded': load_before > args.max_load, 'max_load': args.max_load}
   peak = args.peak_tflops * 1e12 if args.peak_tflops else None
   size = args.image_size or jax_timing.paper_config(model, batch=batch).data.image_size
-  result['cpu_convolutions'] = machine.set_cpu_convolutions(args.cpu_convolutions, size,
-                                                             training=mode == 'train')
+  result['cpu_convolutions'] = machine.set_cpu_convolutions(
+      args.cpu_convolutions, size, training=mode == 'train',
+      depthwise=models.info(model).depthwise)
   result['jax'] = jax_timing.benchmark_jax(model, mode, batch, args.dtype, args.image_size,
                                            args.steps, args.warmup, args.repeats, peak)
   if args.compare == 'torch':

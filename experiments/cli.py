@@ -58,9 +58,10 @@ def enable_compilation_cache(directory: str | None) -> str | None:
 CPU_CONVOLUTIONS = flags.DEFINE_enum(
     'cpu_convolutions', 'auto', list(machine.CPU_CONVOLUTIONS),
     "XLA:CPU's convolutions: 'ynnpack' (XLA's default), 'xla' (its own emitter), 'auto' "
-    '(experiments.evaluate: xla at inputs of at least 150 pixels, ynnpack below; '
-    'experiments.train: ynnpack); no effect on GPUs and TPUs or when XLA_FLAGS '
-    'already sets --xla_cpu_experimental_ynn_fusion_type')
+    '(inference: xla at inputs of at least 150 pixels; training: xla at inputs of at least 256 '
+    'pixels on CPUs with AVX-512, for models without depthwise convolutions; ynnpack '
+    'otherwise); no effect on GPUs and TPUs or when XLA_FLAGS already sets '
+    '--xla_cpu_experimental_ynn_fusion_type')
 
 
 def resolve_config_path(argv: list[str]) -> list[str]:

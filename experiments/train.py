@@ -39,8 +39,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup_logging()
+  from inception_jax import models
   machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, _CONFIG.value.data.image_size,
-                                training=True)
+                                training=True,
+                                depthwise=models.info(_CONFIG.value.model.name).depthwise)
   cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
   import jax
   if _DISTRIBUTED.value:

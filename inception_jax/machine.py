@@ -5,6 +5,7 @@ the one CPU setting the entry points make: which library runs XLA:CPU's convolut
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -155,31 +156,43 @@ class RssSampler:
 
 
 # XLA:CPU hands every convolution to YNNPACK by default (jaxlib 0.10); its own emitter (Eigen)
-# runs inference on large maps faster, training at most a few percent faster and often slower.
-# Measured idle on an AVX-512 EPYC, 2 cores (BENCHMARKS.md, "XLA:CPU's convolutions for training
-# and inference"): inference at 299, XLA's emitter 2.07x (Inception-v3) and 1.76x (Xception)
-# YNNPACK's speed; the train step at 299, YNNPACK 0.92x (v3), 0.96x (v4), 1.02x
-# (Inception-ResNet-v2) and 1.56x (Xception) XLA's, with 10-25% less compile time, and on an
-# AVX2-only EPYC 1.30x (v3); GoogLeNet's train step at 65 5-8% faster with YNNPACK.
+# runs inference on large maps faster, and on AVX-512 training too, with the filter gradients as
+# convolutions (the form layers.conv_gradients takes under it). Measured idle on EPYCs, 2 cores
+# (BENCHMARKS.md, "XLA:CPU's convolutions for training and inference"): inference at 299, XLA's
+# emitter 2.07x (Inception-v3) and 1.76x (Xception) YNNPACK's speed; the train step at 299 on
+# AVX-512, XLA's emitter 1.51x YNNPACK's speed for Inception-v3, 1.20x v4, 1.31x
+# Inception-ResNet-v1, 1.15x -v2, while Xception (depthwise) trains 1.37x faster with YNNPACK, and
+# so do the 224-pixel models (GoogLeNet 1.37x, BN-Inception 1.09x); on an AVX2-only EPYC YNNPACK
+# trained v3 1.30x faster (with the filter gradients as products per tap, before they had a form
+# per library); GoogLeNet's train step at 65 5-8% faster with YNNPACK.
 CPU_CONVOLUTIONS = ('auto', 'xla', 'ynnpack')
 LARGE_INPUT = 150  # 'auto': XLA's emitter for inference from this input size up
+LARGE_TRAINING_INPUT = 256  # and for training from this one (the 299-pixel models), on AVX-512
 _YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
 
 
-def set_cpu_convolutions(choice: str, image_size: int, *, training: bool) -> str:
+def set_cpu_convolutions(choice: str, image_size: int, *, training: bool,
+                         depthwise: bool = False) -> str:
   """Choose XLA:CPU's convolutions for a process that trains (``training``) or only runs
   inference on inputs of ``image_size``: 'ynnpack' (XLA's default), 'xla' (its own emitter) or
-  'auto' (xla for inference from LARGE_INPUT pixels up, else ynnpack). Sets ``XLA_FLAGS``, which
+  'auto': xla for inference from LARGE_INPUT pixels up, and for training from
+  LARGE_TRAINING_INPUT up on a CPU with AVX-512 unless the model has ``depthwise`` convolutions;
+  ynnpack otherwise. Sets ``XLA_FLAGS``, which
   JAX reads when it starts its first backend: call before anything computes. No effect on GPUs
   and TPUs; the user's own ``--xla_cpu_experimental_ynn_fusion_type`` wins. Returns what the
   CPU uses: 'xla' or 'ynnpack'."""
   if choice not in CPU_CONVOLUTIONS:
     raise ValueError(f'cpu convolutions must be one of {CPU_CONVOLUTIONS}, got {choice!r}')
   if choice == 'auto':
-    choice = 'xla' if not training and image_size >= LARGE_INPUT else 'ynnpack'
+    if training:
+      xla = (image_size >= LARGE_TRAINING_INPUT and not depthwise
+             and 'AVX-512' in vector_extensions())
+    else:
+      xla = image_size >= LARGE_INPUT
+    choice = 'xla' if xla else 'ynnpack'
   current = os.environ.get('XLA_FLAGS', '')
   if _YNN_FLAG in current:
-    return 'ynnpack' if re.search(re.escape(_YNN_FLAG) + r'=\S', current) else 'xla'
+    return 'ynnpack' if ynnpack_convolutions(current) else 'xla'
   if not _jaxlib_has_ynn():
     return 'xla'  # no YNNPACK in this jaxlib: XLA's emitter is all there is
   if choice == 'xla':
@@ -187,6 +200,27 @@ def set_cpu_convolutions(choice: str, image_size: int, *, training: bool) -> str
   return choice
 
 
+def ynnpack_convolutions(flags: str | None = None) -> bool:
+  """Whether XLA:CPU hands convolutions to YNNPACK under ``flags`` (default: ``XLA_FLAGS``):
+  yes unless ``--xla_cpu_experimental_ynn_fusion_type`` is given without
+  ``individual_convolution`` (a list of names replaces the default set, which has it; a list of
+  ``+name``/``-name`` edits it). The form of the CPU's filter gradients follows this
+  (``layers.conv_gradients``)."""
+  if flags is None:
+    flags = os.environ.get('XLA_FLAGS', '')
+  if not _jaxlib_has_ynn():
+    return False
+  values = re.findall(re.escape(_YNN_FLAG) + r'=(\S*)', flags)
+  if not values:
+    return True
+  names = [n.strip().lower() for n in values[-1].split(',') if n.strip()]
+  edits = [(n[0], n[1:].removeprefix('library_fusion_type_')) for n in names if n[0] in '+-']
+  if names and len(edits) == len(names):
+    return ('-', 'individual_convolution') not in edits
+  return 'individual_convolution' in [n.removeprefix('library_fusion_type_') for n in names]
+
+
+@functools.lru_cache(maxsize=None)
 def _jaxlib_has_ynn() -> bool:
   """jaxlib 0.10 and later have YNNPACK and its flag (an unknown flag in XLA_FLAGS aborts)."""
   from importlib import metadata

@@ -8,7 +8,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from experiments import cli
+from inception_jax import machine
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,28 +102,57 @@ import sys
 import jax, jax.numpy as jnp
 from inception_jax import machine
 used = machine.set_cpu_convolutions(sys.argv[1], int(sys.argv[2]),
-                                    training=sys.argv[3] == 'train')
+                                    training=sys.argv[3] == 'train',
+                                    depthwise=sys.argv[4] == 'depthwise')
+from inception_jax.models import layers
 conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
     x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
-text = conv.lower(jnp.ones((8, 32, 32, 32)), jnp.ones((3, 3, 32, 64))).compile().as_text()
-print(used, text.count('__ynn_fusion'))
+x, w = jnp.ones((8, 32, 32, 32)), jnp.ones((3, 3, 32, 64))
+text = conv.lower(x, w).compile().as_text()
+kernel_grad = jax.jit(jax.grad(lambda w: layers.conv_general_dilated(x, w, (1, 1), 'SAME').sum()))
+grad_text = kernel_grad.lower(w).compile().as_text()
+form = 'taps' if ' dot(' in grad_text else 'convolution' if 'convolution(' in grad_text else '?'
+print(used, text.count('__ynn_fusion'), form)
 """
 
 
-def _conv_library(choice: str, size: int, xla_flags: str = '', mode: str = 'infer') -> list[str]:
+def _conv_library(choice: str, size: int, xla_flags: str = '', mode: str = 'infer',
+                  model: str = 'plain') -> list[str]:
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags)
-  proc = subprocess.run([sys.executable, '-c', _CONV_SCRIPT, choice, str(size), mode], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run([sys.executable, '-c', _CONV_SCRIPT, choice, str(size), mode, model],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout.split()
 
 
 def test_cpu_convolutions_follow_the_flag_and_the_input_size():
-  assert _conv_library('auto', 65) == ['ynnpack', '1']  # small maps: XLA's default, YNNPACK
-  assert _conv_library('auto', 299) == ['xla', '0']  # inference on large maps: XLA's emitter
-  assert _conv_library('auto', 299, mode='train') == ['ynnpack', '1']  # training: YNNPACK
-  assert _conv_library('xla', 65) == ['xla', '0']
-  assert _conv_library('ynnpack', 299) == ['ynnpack', '1']
-  # The user's XLA_FLAGS win over the flag.
+  """Which library a compiled convolution lands in, and the form of the filter gradient that
+  goes with it (matrix products per tap under YNNPACK, a convolution under XLA's emitter)."""
+  ynn, xla = ['ynnpack', '1', 'taps'], ['xla', '0', 'convolution']
+  assert _conv_library('auto', 65) == ynn  # small maps: XLA's default, YNNPACK
+  assert _conv_library('auto', 299) == xla  # inference on large maps: XLA's emitter
+  # training at 299: XLA's emitter where the CPU has AVX-512, YNNPACK on AVX2 alone
+  avx512 = 'AVX-512' in machine.vector_extensions()
+  assert _conv_library('auto', 299, mode='train') == (xla if avx512 else ynn)
+  assert _conv_library('auto', 299, mode='train', model='depthwise') == ynn  # Xception
+  assert _conv_library('auto', 224, mode='train') == ynn
+  assert _conv_library('xla', 65) == xla
+  assert _conv_library('ynnpack', 299) == ynn
+  # The user's XLA_FLAGS win over the flag: YNNPACK's dots alone leave convolutions to XLA
+  assert _conv_library('ynnpack', 299, '--xla_cpu_experimental_ynn_fusion_type=individual_dot'
+                       ) == xla
   own = '--xla_cpu_experimental_ynn_fusion_type=+individual_convolution'
-  assert _conv_library('xla', 299, own) == ['ynnpack', '1']
+  assert _conv_library('xla', 299, own) == ynn
+
+
+@pytest.mark.parametrize('flags,ynnpack', [
+    ('', True),
+    ('--xla_cpu_experimental_ynn_fusion_type=', False),
+    ('--xla_cpu_experimental_ynn_fusion_type=individual_dot', False),
+    ('--xla_cpu_experimental_ynn_fusion_type=individual_dot,INDIVIDUAL_CONVOLUTION', True),
+    ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution', False),
+    ('--xla_cpu_experimental_ynn_fusion_type=+eltwise', True),
+    ('--xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION', False),
+])
+def test_which_library_runs_the_convolutions(flags, ynnpack):
+  assert machine.ynnpack_convolutions(flags) is ynnpack

@@ -206,9 +206,10 @@ DEPTHWISE = [
 @pytest.mark.parametrize('x_shape,w_shape,strides,padding,groups', CONVS)
 def test_conv_gradients_are_jax_autodiff(x_shape, w_shape, strides, padding, groups):
   """The library-layout gradients (what layers.conv_general_dilated's gradient runs on a CPU in
-  float32) against JAX differentiating lax.conv_general_dilated: in float64 exactly (the same
-  products summed; a misplaced tap, flip, pad or group would be O(1)), and through the layer's
-  own gradient rule, jitted, in float32 to float32's rounding."""
+  float32), the kernel gradient in both of its forms, against JAX differentiating
+  lax.conv_general_dilated: in float64 exactly (the same products summed; a misplaced tap, flip,
+  pad or group would be O(1)), and through the layer's own gradient rule, jitted, in float32 to
+  float32's rounding."""
   rng = np.random.default_rng(0)
   x, w = rng.normal(size=x_shape), rng.normal(size=w_shape)
   jaxs = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
@@ -219,11 +220,12 @@ def test_conv_gradients_are_jax_autodiff(x_shape, w_shape, strides, padding, gro
   with jax.enable_x64(True):
     y, jax_vjp = jax.vjp(jaxs, jnp.asarray(x), jnp.asarray(w))
     g = rng.normal(size=y.shape)
-    got = layers.conv_gradients(jnp.asarray(x), jnp.asarray(w), jnp.asarray(g), strides, pads,
-                                groups)
-    for a, b in zip(got, jax_vjp(jnp.asarray(g))):
-      assert a.shape == b.shape and a.dtype == b.dtype == jnp.float64
-      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    for form in ('taps', 'convolution'):  # the kernel gradient's form under each CPU library
+      got = layers.conv_gradients(jnp.asarray(x), jnp.asarray(w), jnp.asarray(g), strides, pads,
+                                  groups, kernel_form=form)
+      for a, b in zip(got, jax_vjp(jnp.asarray(g))):
+        assert a.shape == b.shape and a.dtype == b.dtype == jnp.float64
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
   x32, w32, g32 = (jnp.asarray(a, jnp.float32) for a in (x, w, g))
   ours = lambda x, w: layers.conv_general_dilated(x, w, strides, padding,  # noqa: E731

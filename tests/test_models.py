@@ -71,6 +71,11 @@ def test_registry_lists_the_architectures_in_order():
   assert models.list_models() == ALL
 
 
+def test_only_xception_has_depthwise_convolutions():
+  """What picks XLA:CPU's convolution library for training (machine.set_cpu_convolutions)."""
+  assert [n for n in models.list_models() if models.info(n).depthwise] == ['xception']
+
+
 def test_every_model_has_a_counted_row():
   assert {name for name, _, _ in PARAM_COUNTS} == set(models.list_models())
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from inception_jax import machine
 from inception_jax.models.conventions import Conventions, PaddingSpec
 
 Dtype = Any
@@ -341,22 +342,32 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 def conv_gradients(x: jax.Array, w: jax.Array, g: jax.Array, strides: Sequence[int],
                    pads: Sequence[tuple[int, int]], groups: int = 1,
-                   precision: Any = None) -> tuple[jax.Array, jax.Array]:
+                   precision: Any = None, kernel_form: str = 'auto'
+                   ) -> tuple[jax.Array, jax.Array]:
   """``(dL/dx, dL/dw)`` of the NHWC x HWIO convolution of ``x`` with ``w`` (explicit ``pads``),
   given ``g = dL/dy``: what :func:`conv_general_dilated`'s gradient runs on a CPU for float32 and
-  narrower types. The input gradient is a library-layout convolution. The kernel gradient of an
-  ungrouped convolution is one matrix product over the pixels per kernel tap: as a convolution it
-  takes the whole output map as its window and the batch as its channels, a shape YNNPACK runs at
-  a few GFLOP/s (BENCHMARKS.md, "Filter gradients as matrix products"); grouped ones stay
-  convolutions (depthwise ones do not come here on a CPU: :func:`depthwise_by_taps`). A 1x1
-  convolution (stride 1, unpadded, ungrouped) is a matrix product, and so are both of its
-  gradients."""
+  narrower types. The input gradient is a library-layout convolution. A 1x1 convolution (stride
+  1, unpadded, ungrouped) is a matrix product, and so are both of its gradients.
+
+  The kernel gradient of a larger ungrouped kernel takes the form the process' convolution
+  library runs fastest (``kernel_form='auto'``): under YNNPACK (XLA:CPU's default) one matrix
+  product over the pixels per kernel tap (``'taps'``), as YNNPACK runs the convolution form, with
+  the whole output map as its window and the batch as its channels, at a few GFLOP/s
+  (BENCHMARKS.md, "Filter gradients as matrix products"); under XLA's own emitter
+  (:func:`inception_jax.machine.set_cpu_convolutions`) that convolution (``'convolution'``),
+  which it runs 1.8x faster than the taps over Inception-v3's train step ("Each convolution
+  against PyTorch"). Grouped ones are always convolutions (depthwise ones do not come here on a
+  CPU: :func:`depthwise_by_taps`)."""
+  if kernel_form not in ('auto', 'taps', 'convolution'):
+    raise ValueError(f"kernel_form must be 'auto', 'taps' or 'convolution', got {kernel_form!r}")
   if w.shape[:2] == (1, 1) and groups == 1 and tuple(strides) == (1, 1) and not any(
       lo or hi for lo, hi in pads):
     dx = jnp.einsum('nhwo,io->nhwi', g, w[0, 0], precision=precision).astype(g.dtype)
   else:
     dx = _input_grad(g, w, x.shape, strides, pads, groups, precision)
-  if groups > 1:
+  if kernel_form == 'auto':
+    kernel_form = 'taps' if machine.ynnpack_convolutions() else 'convolution'
+  if groups > 1 or (kernel_form == 'convolution' and w.shape[:2] != (1, 1)):
     return dx, _kernel_grad(x, g, w.shape, strides, pads, groups, precision)
   return dx, _kernel_grad_by_taps(x, g, w.shape, strides, pads, precision)
 

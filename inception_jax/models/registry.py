@@ -25,6 +25,12 @@ class ModelInfo:
     return self.cls.min_size
 
   @property
+  def depthwise(self) -> bool:
+    """Whether the architecture has depthwise convolutions (Xception's separable ones), which
+    decide XLA:CPU's best convolution library for training (``machine.set_cpu_convolutions``)."""
+    return getattr(self.cls, 'depthwise', False)
+
+  @property
   def default_conventions(self) -> str:
     """The origin ('tf' or 'torch') of the class's own ``conventions`` default: the one place a
     model's default conventions are written, so ``create(name)`` and the bare class agree."""

@@ -109,6 +109,7 @@ class Xception(nn.Module):
   # Two VALID 3x3 convs (the first with stride 2) need 7 pixels to leave one; every later op is
   # padded. Keras refuses inputs below 71 by policy, not necessity.
   min_size: ClassVar[int] = 7
+  depthwise: ClassVar[bool] = True  # its separable convolutions: ModelInfo.depthwise
 
   num_classes: int = 1000
   # Keras's conventions (its BatchNorm keeps a scale): what create('xception') builds.
