@@ -7,8 +7,9 @@ The convolutions are read from the jaxpr of the train-mode forward pass of the m
 recipe trains (aux heads included). For each distinct one (input shape, kernel, strides, padding,
 groups) three jitted programs are timed: the forward, the input gradient and the kernel gradient,
 each as :func:`inception_jax.models.layers.conv_general_dilated` and its gradient rule run them
-(the form the train step compiles; a convolution of the image takes no input gradient). ``--compare torch`` times the same three in PyTorch, channels_last, on every core:
-``conv2d`` and ``aten.convolution_backward`` for each gradient alone, the calls autograd makes.
+(the form the train step compiles; a convolution of the image takes no input gradient).
+``--compare torch`` times the same three in PyTorch, channels_last, on every core: ``conv2d``
+and ``aten.convolution_backward`` for each gradient alone, the calls autograd makes.
 
 The sum over the step's convolutions is a floor under the train step: whatever the rest of the
 step costs, a step whose convolutions alone take longer than PyTorch's whole step cannot match
@@ -223,7 +224,6 @@ def run(model: str, batch: int, image_size: int | None, warmup: int, repeats: in
         compare: bool) -> dict[str, Any]:
   """Per-convolution milliseconds and their totals over the train step (each convolution's
   figures times the number of times the step runs it)."""
-  import jax
   if compare:
     import torch
     torch.set_num_threads(os.cpu_count())
@@ -240,7 +240,6 @@ def run(model: str, batch: int, image_size: int | None, warmup: int, repeats: in
         totals[side][p] += count * row.get(side, {}).get(p, 0.0)
     rows.append(row)
     print(json.dumps(row), flush=True)
-  jax.clear_caches()
   return {'model': model, 'batch': batch, 'convolutions': sum(r['count'] for r in rows),
           'distinct': len(rows), 'rows': rows,
           'total_ms': {side: {**t, 'all': sum(t.values())} for side, t in totals.items()
@@ -290,7 +289,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   result.update(machine=machine.describe(), cpu_convolutions=used, load_avg_1m_before=load,
                 loaded=load > args.max_load, load_avg_1m_after=machine.load_average(),
                 date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
-                command='python -m benchmarks.convolutions ' + ' '.join(sys.argv[1:] if argv is None else argv))
+                command=' '.join(['python -m benchmarks.convolutions',
+                                  *(sys.argv[1:] if argv is None else argv)]))
   table = markdown(result)
   print(table)
   print(json.dumps({'total_ms': result['total_ms']}))

@@ -36,7 +36,8 @@ def test_a_scanned_block_counts_once_per_block():
 
 
 SHAPES = {
-    'image, 3x3 stride 2 valid': ConvShape((2, 17, 17, 3), (3, 3, 3, 8), (2, 2), ((0, 0), (0, 0)), 1),
+    'image, 3x3 stride 2 valid': ConvShape((2, 17, 17, 3), (3, 3, 3, 8), (2, 2),
+                                           ((0, 0), (0, 0)), 1),
     "3x3 stride 2, TF 'SAME' (pad after)": ConvShape((2, 16, 16, 8), (3, 3, 8, 12), (2, 2),
                                                    ((0, 1), (0, 1)), 1),
     '1x7': ConvShape((2, 9, 9, 8), (1, 7, 8, 6), (1, 1), ((0, 0), (3, 3)), 1),
