@@ -177,10 +177,10 @@ def set_cpu_convolutions(choice: str, image_size: int, *, training: bool,
   inference on inputs of ``image_size``: 'ynnpack' (XLA's default), 'xla' (its own emitter) or
   'auto': xla for inference from LARGE_INPUT pixels up, and for training from
   LARGE_TRAINING_INPUT up on a CPU with AVX-512 unless the model has ``depthwise`` convolutions;
-  ynnpack otherwise. Sets ``XLA_FLAGS``, which
-  JAX reads when it starts its first backend: call before anything computes. No effect on GPUs
-  and TPUs; the user's own ``--xla_cpu_experimental_ynn_fusion_type`` wins. Returns what the
-  CPU uses: 'xla' or 'ynnpack'."""
+  ynnpack otherwise. Sets ``XLA_FLAGS``, which JAX reads when it starts its first backend: call
+  before anything computes. No effect on GPUs and TPUs; the user's own
+  ``--xla_cpu_experimental_ynn_fusion_type`` wins. Returns what the CPU uses: 'xla' or
+  'ynnpack'."""
   if choice not in CPU_CONVOLUTIONS:
     raise ValueError(f'cpu convolutions must be one of {CPU_CONVOLUTIONS}, got {choice!r}')
   if choice == 'auto':
