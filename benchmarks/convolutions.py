@@ -109,15 +109,23 @@ def _collect(jaxpr, times: int, counts: collections.Counter) -> None:
         break
 
 
-def _median_ms(fn, warmup: int, repeats: int) -> float:
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return 1e3 * statistics.median(times)
+PASSES = ('forward', 'input_grad', 'kernel_grad')
+
+
+def _time_passes(functions, operands, needs_dx: bool, warmup: int, repeats: int,
+                 wait=lambda out: out) -> dict[str, float]:
+  """Median milliseconds of each pass (``functions`` in PASSES order) on ``operands``; the
+  input gradient counts 0 where the step does not compute it. ``wait`` blocks on a result."""
+  out = {}
+  for name, fn in zip(PASSES, functions):
+    if name == 'input_grad' and not needs_dx:
+      out[name] = 0.0
+      continue
+    for _ in range(warmup):
+      wait(fn(*operands))
+    runs = jax_timing.timed_runs(lambda _, fn=fn: wait(fn(*operands)), 1, repeats)
+    out[name] = 1e3 * statistics.median(runs)
+  return out
 
 
 def jax_convolution(shape: ConvShape):
@@ -149,14 +157,9 @@ def jax_operands(shape: ConvShape):
 
 def time_jax(shape: ConvShape, needs_dx: bool, warmup: int, repeats: int) -> dict[str, float]:
   """Milliseconds of the forward, input gradient and kernel gradient of one convolution."""
-  x, w, g = jax_operands(shape)
-  forward, input_grad, kernel_grad = jax_convolution(shape)
-  out = {'forward': _median_ms(lambda: forward(x, w, g).block_until_ready(), warmup, repeats),
-         'kernel_grad': _median_ms(lambda: kernel_grad(x, w, g).block_until_ready(), warmup,
-                                   repeats)}
-  out['input_grad'] = (_median_ms(lambda: input_grad(x, w, g).block_until_ready(), warmup,
-                                  repeats) if needs_dx else 0.0)
-  return out
+  import jax
+  return _time_passes(jax_convolution(shape), jax_operands(shape), needs_dx, warmup, repeats,
+                      wait=jax.block_until_ready)
 
 
 def torch_convolution(shape: ConvShape):
@@ -206,18 +209,11 @@ def torch_operands(shape: ConvShape):
 
 
 def time_torch(shape: ConvShape, needs_dx: bool, warmup: int, repeats: int) -> dict[str, float]:
+  """The same in PyTorch (eager: each call returns when its result is computed)."""
   import torch
-  x, w, g = torch_operands(shape)
-  forward, input_grad, kernel_grad = torch_convolution(shape)
   with torch.no_grad():
-    out = {'forward': _median_ms(lambda: forward(x, w, g), warmup, repeats),
-           'kernel_grad': _median_ms(lambda: kernel_grad(x, w, g), warmup, repeats)}
-    out['input_grad'] = (_median_ms(lambda: input_grad(x, w, g), warmup, repeats)
-                         if needs_dx else 0.0)
-  return out
-
-
-PASSES = ('forward', 'input_grad', 'kernel_grad')
+    return _time_passes(torch_convolution(shape), torch_operands(shape), needs_dx, warmup,
+                        repeats)
 
 
 def run(model: str, batch: int, image_size: int | None, warmup: int, repeats: int,
@@ -228,22 +224,19 @@ def run(model: str, batch: int, image_size: int | None, warmup: int, repeats: in
     import torch
     torch.set_num_threads(os.cpu_count())
   rows = []
-  totals = {'jax': dict.fromkeys(PASSES, 0.0), 'torch': dict.fromkeys(PASSES, 0.0)}
   for shape, count in step_convolutions(model, batch, image_size):
     needs_dx = needs_input_gradient(shape)
     row = {'convolution': shape.label(), 'shape': shape._asdict(), 'count': count,
            'input_grad': needs_dx, 'jax': time_jax(shape, needs_dx, warmup, repeats)}
     if compare:
       row['torch'] = time_torch(shape, needs_dx, warmup, repeats)
-    for side in totals:
-      for p in PASSES:
-        totals[side][p] += count * row.get(side, {}).get(p, 0.0)
     rows.append(row)
     print(json.dumps(row), flush=True)
+  totals = {side: {p: sum(r['count'] * r[side][p] for r in rows) for p in PASSES}
+            for side in (('jax', 'torch') if compare else ('jax',))}
   return {'model': model, 'batch': batch, 'convolutions': sum(r['count'] for r in rows),
           'distinct': len(rows), 'rows': rows,
-          'total_ms': {side: {**t, 'all': sum(t.values())} for side, t in totals.items()
-                       if side == 'jax' or compare}}
+          'total_ms': {side: {**t, 'all': sum(t.values())} for side, t in totals.items()}}
 
 
 def markdown(result: dict[str, Any]) -> str:
