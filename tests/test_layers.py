@@ -304,3 +304,66 @@ def test_scanned_conv_gradients_run_in_the_library_layout():
   assert len(labels) == 2, labels
   assert set(labels) == {'b01f_01io->b01f'}, labels
   assert len(re.findall(r' dot\(', hlo)) >= 9, hlo  # the 3x3 taps of the ungrouped kernel
+
+
+@pytest.mark.parametrize('scale,relu,unbiased', [(False, True, False), (True, True, True),
+                                                 (True, False, False), (False, False, True)])
+def test_batch_norm_is_flax_batch_norm_with_its_own_gradient(scale, relu, unbiased):
+  """layers.BatchNorm (training: one function with its own gradient, the ReLU folded in) against
+  flax's nn.BatchNorm then jax.nn.relu under JAX's autodiff: outputs, running statistics and the
+  gradients of x, scale and bias, in float64 to rounding (a missing term of the statistics'
+  own gradient, e.g. through the mean, would be O(1)), in float32 to 1e-5. Inputs with a
+  large mean, where the statistics' terms matter, and ReLU outputs with exact zeros."""
+  for dtype, tol in ((jnp.float64, 1e-12), (jnp.float32, 1e-5)):
+    with jax.enable_x64(dtype == jnp.float64):
+      rng = np.random.RandomState(0)
+      x = jnp.asarray(rng.randn(3, 5, 4, 6) * 3 + 2, dtype)
+      g = jnp.asarray(rng.randn(3, 5, 4, 6), dtype)
+      kw = dict(momentum=0.9, epsilon=1e-3, use_scale=scale, dtype=dtype)
+      ours = layers.BatchNorm(relu=relu, unbiased_running_var=unbiased, **kw)
+      ref = nn.BatchNorm(use_bias=True, param_dtype=dtype, **kw)
+      v = ref.init(jax.random.key(0), x, use_running_average=True)
+      v = jax.tree.map(lambda a: jnp.asarray(rng.rand(*a.shape) + 0.5, dtype), v)
+      assert jax.tree.structure(ours.init(jax.random.key(0), x, use_running_average=True)) == \
+          jax.tree.structure(v)
+
+      def run(module, act, params, x):
+        y, upd = module.apply({'params': params, 'batch_stats': v['batch_stats']}, x,
+                              use_running_average=False, mutable=['batch_stats'])
+        return jnp.sum(act(y) * g), (act(y), upd['batch_stats'])
+
+      act = jax.nn.relu if relu else (lambda y: y)
+      (_, (y, stats)), grads = jax.value_and_grad(
+          lambda p, x: run(ours, lambda y: y, p, x), argnums=(0, 1), has_aux=True)(
+              v['params'], x)
+      (_, (ry, rstats)), rgrads = jax.value_and_grad(
+          lambda p, x: run(ref, act, p, x), argnums=(0, 1), has_aux=True)(v['params'], x)
+      assert y.dtype == dtype and (not relu or float(jnp.mean(y == 0)) > 0.1)
+      np.testing.assert_allclose(y, ry, rtol=tol, atol=tol)
+      n = 3 * 5 * 4
+      rvar = rstats['var']
+      if unbiased:  # flax averages the biased variance: undo and redo with n / (n - 1)
+        rvar = 0.9 * v['batch_stats']['var'] + (rvar - 0.9 * v['batch_stats']['var']) * n / (n - 1)
+      np.testing.assert_allclose(stats['mean'], rstats['mean'], rtol=tol)
+      np.testing.assert_allclose(stats['var'], rvar, rtol=tol)
+      for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(rgrads)):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * float(jnp.max(jnp.abs(b))))
+      # Evaluation: the running statistics, the same function as flax's.
+      np.testing.assert_allclose(ours.apply(v, x, use_running_average=True),
+                                 act(ref.apply(v, x, use_running_average=True)), rtol=tol,
+                                 atol=tol)
+
+
+def test_batch_norm_sums_are_compensated():
+  """The statistics' sums (one reduction for both, each carried with its rounding error): in
+  float32 over 200,000 values of mean 1,000 they agree with float64 sums to 1e-7, where the
+  uncompensated reduction of both operands, as XLA:CPU emits it, was up to 2e-5 off (and that
+  form's BatchNorm gradients 3% from float64's in GoogLeNet, against 0.14% for flax's)."""
+  rng = np.random.RandomState(0)
+  a = (rng.randn(50, 40, 100, 3) + 1000).astype(np.float32)
+  b = rng.randn(50, 40, 100, 3).astype(np.float32)
+  sa, sb = jax.jit(layers._sums)(jnp.asarray(a), jnp.asarray(b))
+  np.testing.assert_allclose(sa, a.astype(np.float64).sum((0, 1, 2)), rtol=1e-7)
+  np.testing.assert_allclose(sb, b.astype(np.float64).sum((0, 1, 2)), rtol=0,
+                             atol=1e-7 * float(np.abs(b).astype(np.float64).sum()))
