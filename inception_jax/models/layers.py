@@ -205,7 +205,7 @@ class BatchNorm(nn.Module):
     scale = (self.param('scale', nn.initializers.ones, (features,), f32) if self.use_scale
              else None)
     bias = self.param('bias', nn.initializers.zeros, (features,), f32)
-    dtype = self.dtype or jnp.promote_types(x.dtype, f32)
+    dtype = jnp.promote_types(x.dtype, f32) if self.dtype is None else self.dtype
     if use_running_average:
       y = _normalize(x, ra_mean.value, lax.rsqrt(ra_var.value + self.epsilon), scale, bias)
       if self.relu:
