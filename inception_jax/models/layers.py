@@ -207,10 +207,8 @@ class BatchNorm(nn.Module):
     bias = self.param('bias', nn.initializers.zeros, (features,), f32)
     dtype = jnp.promote_types(x.dtype, f32) if self.dtype is None else self.dtype
     if use_running_average:
-      y = _normalize(x, ra_mean.value, lax.rsqrt(ra_var.value + self.epsilon), scale, bias)
-      if self.relu:
-        y = jnp.maximum(y, 0)
-      return y.astype(dtype)
+      return _normalize(x, ra_mean.value, lax.rsqrt(ra_var.value + self.epsilon), scale, bias,
+                        self.relu, dtype)
     y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, self.relu, dtype)
     if not self.is_initializing():
       if self.unbiased_running_var:
@@ -222,11 +220,15 @@ class BatchNorm(nn.Module):
     return y
 
 
-def _normalize(x, mean, inv, scale, bias):
-  """``(x - mean) * (inv * scale) + bias`` over the last axis, in float32 at least."""
+def _normalize(x, mean, inv, scale, bias, relu, dtype):
+  """``(x - mean) * (inv * scale) + bias`` over the last axis, in float32 at least, then the ReLU
+  where ``relu``, cast to ``dtype``: BatchNorm's output in training and in evaluation."""
   if scale is not None:
     inv = inv * scale
-  return (x - mean) * inv + bias
+  y = (x - mean) * inv + bias
+  if relu:
+    y = jnp.maximum(y, 0)
+  return y.astype(dtype)
 
 
 def _sums(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -262,10 +264,7 @@ def _batch_norm_forward(x, scale, bias, epsilon, relu, dtype):
   mean = total / n
   var = jnp.maximum(squares / n - mean * mean, 0.0)
   inv = lax.rsqrt(var + epsilon)
-  y = _normalize(x, mean, inv, scale, bias)
-  if relu:
-    y = jnp.maximum(y, 0)
-  return y.astype(dtype), mean, var, inv
+  return _normalize(x, mean, inv, scale, bias, relu, dtype), mean, var, inv
 
 
 def batch_norm_train(x: jax.Array, scale: jax.Array | None, bias: jax.Array, epsilon: float,
