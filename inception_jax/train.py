@@ -381,18 +381,19 @@ class _Preemption:
       return False
 
 
-def _check_finite(records: list[tuple[int, dict[str, float]]], config, ckpt) -> int:
+def _check_finite(records: list[tuple[int, dict[str, float]]], config, ckpt) -> None:
   """Stops the run at the first step whose loss or gradient was not finite (its update was not
-  applied), unless ``config.nonfinite == 'skip'``; returns the number of such steps."""
+  applied), unless ``config.nonfinite == 'skip'``, where each is logged (the train state counts
+  them: ``skipped_updates``)."""
   bad = [(step, m) for step, m in records if m.get('nonfinite', 0.0) > 0]
   if not bad:
-    return 0
+    return
   step, m = bad[0]
   if config.nonfinite == 'skip':
     for step, m in bad:
       log.warning('step %d: non-finite loss (%g) or gradient norm (%g); update skipped '
                   '(config.nonfinite=skip)', step, m['loss'], m['grad_norm'])
-    return len(bad)
+    return
   raise FloatingPointError(
       f'step {step}: non-finite loss ({m["loss"]:g}) or gradient norm ({m["grad_norm"]:g}); '
       f'stopped without applying it or writing a checkpoint after it (latest checkpoint: step '
@@ -453,7 +454,6 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
   eval_metrics: dict[str, float] | None = None
   pending: list[tuple[int, dict[str, jax.Array]]] = []  # on device, not yet looked at
   window: list[tuple[int, dict[str, float]]] = []  # fetched, not yet logged
-  skipped_updates = 0
   last_log_time, last_log_step = time.time(), first_step
   train_seconds = 0.0
   loads: list[float] = []  # 1-minute load average at each log line: a shared machine's share
@@ -481,7 +481,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
           fetched = [(st, {k: float(v) for k, v in m.items()})
                      for (st, _), m in zip(pending, fetched)]
           pending.clear()
-          skipped_updates += _check_finite(fetched, config, ckpt)
+          _check_finite(fetched, config, ckpt)
           window.extend(fetched)
         if log_now:
           means = {k: float(np.mean([m[k] for _, m in window])) for k in window[0][1]}

@@ -13,7 +13,6 @@ import optax
 import pytest
 from flax import traverse_util
 
-from experiments.configs import common
 from inception_jax import models, optim, steps, train_state
 from train_utils import CONFIGS
 

@@ -7,7 +7,6 @@ uint8 images of odd sizes go through each resize mode: features and logits withi
 ``PARITY_RTOL`` (1e-4) of the reference's largest value.
 """
 
-import io
 import contextlib
 import os
 import subprocess

@@ -58,7 +58,7 @@ def test_pooled_features_beyond_the_fixed_head(bninception, converted):
 
 @pytest.mark.parametrize('size', REFUSED_SIZES)
 def test_sizes_the_caffe_net_refuses(bninception, converted, size):
-  torch = require('torch')
+  require('torch')
   module, variables = converted
   x = images(1, size)
   with pytest.raises(RuntimeError, match='Sizes of tensors must match'):

@@ -45,7 +45,6 @@ import copy
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import traverse_util
 
 from experiments.configs import v1, v3, xception

@@ -118,7 +118,6 @@ def _prepare(b, config) -> None:
 
 
 def _manual_message(b, config, manual_dir: str, err: Exception) -> str:
-  name = dataset_name(config)
   files = MANUAL_FILES.get(b.name)
   if files:
     lines = [f'  {os.path.join(manual_dir, f)}  ({split} split; '

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
