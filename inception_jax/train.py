@@ -386,19 +386,17 @@ def _check_finite(records: list[tuple[int, dict[str, float]]], config, ckpt) -> 
   applied), unless ``config.nonfinite == 'skip'``, where each is logged (the train state counts
   them: ``skipped_updates``)."""
   bad = [(step, m) for step, m in records if m.get('nonfinite', 0.0) > 0]
-  if not bad:
-    return
-  step, m = bad[0]
   if config.nonfinite == 'skip':
     for step, m in bad:
       log.warning('step %d: non-finite loss (%g) or gradient norm (%g); update skipped '
                   '(config.nonfinite=skip)', step, m['loss'], m['grad_norm'])
-    return
-  raise FloatingPointError(
-      f'step {step}: non-finite loss ({m["loss"]:g}) or gradient norm ({m["grad_norm"]:g}); '
-      f'stopped without applying it or writing a checkpoint after it (latest checkpoint: step '
-      f'{ckpt.latest_step()} in {ckpt.directory}). Lower the learning rate, or set '
-      f'--config.nonfinite=skip to skip such updates')
+  elif bad:
+    step, m = bad[0]
+    raise FloatingPointError(
+        f'step {step}: non-finite loss ({m["loss"]:g}) or gradient norm ({m["grad_norm"]:g}); '
+        f'stopped without applying it or writing a checkpoint after it (latest checkpoint: '
+        f'step {ckpt.latest_step()} in {ckpt.directory}). Lower the learning rate, or set '
+        f'--config.nonfinite=skip to skip such updates')
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
