@@ -98,28 +98,27 @@ def benchmark_jax(model: str, mode: str, batch: int, dtype: str = 'float32',
   config = paper_config(model, batch=batch, image_size=image_size, dtype=dtype)
   # fresh programs: compile_s times a compilation, not a reuse (ConfigError: batch, size, dtype)
   program = train.build(config, reuse=False)
-  s = program.setup
   local = next(data.batches(config.data, 'train' if mode == 'train' else 'validation',
                             batch_size=mesh_lib.local_batch_size(batch), train=mode == 'train',
                             process_index=jax.process_index(),
                             process_count=jax.process_count(), seed=config.seed))
-  images = mesh_lib.global_batch(local, s.mesh)
+  images = mesh_lib.global_batch(local, program.mesh)
   state = program.init(jax.random.PRNGKey(config.seed))
 
   if mode == 'train':
     t0 = time.perf_counter()
-    compiled = program.train_step.lower(state, images).compile()
+    compiled = program.train_step.lower(state, program.hparams, images).compile()
     compile_s = time.perf_counter() - t0
 
     def run(n):
       nonlocal state
       out = None
       for _ in range(n):
-        state, out = compiled(state, images)
+        state, out = compiled(state, program.hparams, images)
       jax.block_until_ready((state, out))
   else:
     t0 = time.perf_counter()
-    compiled = program.eval_step().lower(state.params, state.batch_stats, images).compile()
+    compiled = program.eval_step.lower(state.params, state.batch_stats, images).compile()
     compile_s = time.perf_counter() - t0
 
     def run(n):

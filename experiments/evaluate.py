@@ -5,7 +5,7 @@ r"""Top-1/top-5 on a config's eval split, of the raw and the EMA weights.
     # converted pretrained weights (python -m inception_jax.convert --out DIR)
     python -m experiments.evaluate --config=v3.py --weights=weights/v3_tf
 
-The library function is ``inception_jax.train.evaluate``.
+The library function is ``inception_jax.evaluate.evaluate``.
 """
 
 import json
@@ -33,12 +33,12 @@ def main(argv):
   machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, _CONFIG.value.data.image_size,
                                 training=False)
   cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
-  from inception_jax import train
+  from inception_jax import evaluate
   step = _STEP.value
   if step not in (None, 'best'):
     step = int(step)
   try:
-    result = train.evaluate(_CONFIG.value, _WORKDIR.value, weights=_WEIGHTS.value, step=step)
+    result = evaluate.evaluate(_CONFIG.value, _WORKDIR.value, weights=_WEIGHTS.value, step=step)
   except errors.ConfigError as err:  # a config that cannot run: one line, no traceback
     sys.exit(f'FATAL: {err}')
   print(json.dumps(result, indent=2))

@@ -12,12 +12,13 @@ import optax
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
   """Per-example softmax cross-entropy against one-hot labels smoothed as TF's
   ``softmax_cross_entropy(label_smoothing=s)``: ``(1 - s) * onehot + s / num_classes``
-  (Inception v3 Section 7)."""
+  (Inception v3 Section 7). ``label_smoothing`` may be traced (a sweep's data)."""
   num_classes = logits.shape[-1]
   dtype = jnp.promote_types(logits.dtype, jnp.float32)  # float64 stays: float64 parity checks
   targets = jax.nn.one_hot(labels, num_classes, dtype=dtype)
-  if label_smoothing:
-    targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+  if isinstance(label_smoothing, jax.Array) or label_smoothing:
+    s = jnp.asarray(label_smoothing, dtype)
+    targets = targets * (1.0 - s) + s / num_classes
   return optax.softmax_cross_entropy(logits.astype(dtype), targets)
 
 

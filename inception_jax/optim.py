@@ -52,22 +52,51 @@ def final_lr_ratio(opt, peak_lr: float, total_steps: int, steps_per_epoch: float
   return float(schedule(opt, peak_lr, steps_per_epoch)(total_steps - 1)) / peak_lr
 
 
-def schedule(opt, peak_lr: float, steps_per_epoch: float) -> optax.Schedule:
-  """Linear warm-up over ``opt.warmup_epochs``, then ``peak_lr * opt.decay_rate ** k`` with
-  ``k`` the number of whole ``opt.decay_epochs`` since the warm-up (TF's ``exponential_decay``
-  with ``staircase=True``), never below ``opt.min_lr``."""
-  warmup = epochs_to_steps(opt.warmup_epochs, steps_per_epoch)
-  decay_steps = epochs_to_steps(opt.decay_epochs, steps_per_epoch)
+def scalars(opt, peak_lr: float, steps_per_epoch: float) -> dict[str, float | int]:
+  """The numbers of the ``config.optimizer`` fields ``opt`` at ``peak_lr``: what the train step
+  takes as data (:func:`transform`), so that runs differing only in them share one program.
+  Durations are whole steps (``warmup_steps``, ``decay_steps``)."""
+  return dict(peak_lr=float(peak_lr),
+              warmup_steps=epochs_to_steps(opt.warmup_epochs, steps_per_epoch),
+              decay_steps=max(epochs_to_steps(opt.decay_epochs, steps_per_epoch), 1),
+              decay_rate=float(opt.decay_rate), min_lr=float(opt.min_lr),
+              momentum=float(opt.momentum), rms_decay=float(opt.rms_decay),
+              epsilon=float(opt.epsilon), weight_decay=float(opt.weight_decay),
+              clip_norm=float(opt.clip_norm))
 
+
+def switches(opt) -> tuple[str, bool, bool, bool, bool]:
+  """What of ``opt`` shapes the program rather than its numbers: the optimizer, whether it has a
+  momentum slot (and Nesterov's), whether it decays weights and clips gradients."""
+  if opt.name not in OPTIMIZERS:
+    raise errors.ConfigError('optimizer.name', f'unknown optimizer {opt.name!r}; '
+                                               f'known: {", ".join(OPTIMIZERS)}')
+  return (str(opt.name), bool(opt.momentum), bool(opt.nesterov), bool(opt.weight_decay),
+          bool(opt.clip_norm))
+
+
+def lr_schedule(hp) -> optax.Schedule:
+  """Linear warm-up over ``hp['warmup_steps']``, then ``peak_lr * decay_rate ** k`` with ``k``
+  the number of whole ``decay_steps`` since the warm-up (TF's ``exponential_decay`` with
+  ``staircase=True``, ``tensorflow/python/training/learning_rate_decay.py``), never below
+  ``min_lr``. ``k`` is an integer division of step numbers, exact at every boundary; floats
+  enter only for the rate itself. ``hp``'s values may be traced."""
   def lr(step):
-    step = jnp.asarray(step, jnp.float32)
-    after = jnp.maximum(step - warmup, 0.0)
-    decayed = peak_lr * opt.decay_rate ** jnp.floor(after / max(decay_steps, 1))
-    if warmup:
-      decayed = jnp.where(step < warmup, peak_lr * (step + 1) / warmup, decayed)
-    return jnp.maximum(decayed, opt.min_lr)
+    step = jnp.asarray(step, jnp.int32)
+    warmup = jnp.asarray(hp['warmup_steps'], jnp.int32)
+    k = jnp.maximum(step - warmup, 0) // jnp.maximum(jnp.asarray(hp['decay_steps'], jnp.int32), 1)
+    peak = jnp.asarray(hp['peak_lr'])
+    decayed = peak * jnp.asarray(hp['decay_rate'], peak.dtype) ** k.astype(peak.dtype)
+    ramp = peak * (step + 1).astype(peak.dtype) / jnp.maximum(warmup, 1).astype(peak.dtype)
+    decayed = jnp.where(step < warmup, ramp, decayed)
+    return jnp.maximum(decayed, jnp.asarray(hp['min_lr'], peak.dtype))
 
   return lr
+
+
+def schedule(opt, peak_lr: float, steps_per_epoch: float) -> optax.Schedule:
+  """:func:`lr_schedule` of the ``config.optimizer`` fields ``opt`` at ``peak_lr``."""
+  return lr_schedule(scalars(opt, peak_lr, steps_per_epoch))
 
 
 def kernel_mask(params):
@@ -76,23 +105,28 @@ def kernel_mask(params):
       lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
 
 
+def transform(switch: tuple[str, bool, bool, bool, bool], hp):
+  """``(optax transformation, schedule)`` of the optimizer :func:`switches` with the numbers
+  ``hp`` (:func:`scalars`; traced inside the train step, so that one program serves every
+  value)."""
+  name, momentum, nesterov, decays, clips = switch
+  lr = lr_schedule(hp)
+  if name == 'rmsprop':
+    core = optax.rmsprop(lr, decay=hp['rms_decay'], eps=hp['epsilon'], initial_scale=1.0,
+                         eps_in_sqrt=True, momentum=hp['momentum'] if momentum else None)
+  else:
+    core = optax.sgd(lr, momentum=hp['momentum'] if momentum else None, nesterov=nesterov)
+  parts = []
+  if decays:
+    parts.append(optax.add_decayed_weights(hp['weight_decay'], mask=kernel_mask))
+  if clips:
+    parts.append(optax.clip_by_global_norm(hp['clip_norm']))
+  return optax.chain(*parts, core), lr
+
+
 def make(opt, peak_lr: float, steps_per_epoch: float):
   """``(optax transformation, schedule)`` for the ``config.optimizer`` fields ``opt``."""
-  lr = schedule(opt, peak_lr, steps_per_epoch)
-  if opt.name == 'rmsprop':
-    core = optax.rmsprop(lr, decay=opt.rms_decay, eps=opt.epsilon, initial_scale=1.0,
-                         eps_in_sqrt=True, momentum=opt.momentum or None)
-  elif opt.name == 'momentum':
-    core = optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.nesterov)
-  else:
-    raise errors.ConfigError('optimizer.name', f'unknown optimizer {opt.name!r}; '
-                                               f'known: {", ".join(OPTIMIZERS)}')
-  parts = []
-  if opt.weight_decay:
-    parts.append(optax.add_decayed_weights(opt.weight_decay, mask=kernel_mask))
-  if opt.clip_norm:
-    parts.append(optax.clip_by_global_norm(opt.clip_norm))
-  return optax.chain(*parts, core), lr
+  return transform(switches(opt), scalars(opt, peak_lr, steps_per_epoch))
 
 
 def ema_step_decay(config) -> float:
@@ -119,4 +153,5 @@ def ema_decay(step, decay: float):
 
 
 __all__ = ['OPTIMIZERS', 'ema_decay', 'ema_step_decay', 'epochs_to_steps', 'final_lr_ratio',
-           'kernel_mask', 'learning_rate', 'make', 'schedule']
+           'kernel_mask', 'learning_rate', 'lr_schedule', 'make', 'scalars', 'schedule', 'switches',
+           'transform']

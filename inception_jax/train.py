@@ -1,4 +1,5 @@
-"""The training loop, :func:`train_and_evaluate`, and :func:`evaluate`; notebooks import these.
+"""The training loop, :func:`train_and_evaluate`, and :func:`build`, the program of a config;
+notebooks import these.
 
 >>> from experiments.configs import v1
 >>> results = train_and_evaluate(v1.get_config('quick'), '/tmp/v1_quick')
@@ -8,10 +9,17 @@ steps, the batch sharded along ``'data'``, the state replicated and donated. Wri
 ``workdir``: ``config.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/`` and, at the
 end, ``results.json``. Relaunching with the same workdir resumes from the latest checkpoint, and
 the resumed run sees the batches an uninterrupted run would have seen.
+
+The run's numbers (learning rate and schedule, optimizer constants, weight decay, clipping,
+label smoothing, auxiliary weight, EMA decay: :attr:`Program.hparams`) reach the train step as
+data, not as constants of the program: runs that differ only in them, or in their seed or
+length, share one compiled step (in a process, and through JAX's persistent cache across
+processes). Evaluation of a saved run or of converted weights is :mod:`inception_jax.evaluate`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -37,22 +45,7 @@ log = logging.getLogger('inception_jax.train')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
 
-# --------------------------------------------------------------------------------- setup
-
-@dataclasses.dataclass
-class Setup:
-  """Everything derived from a config, computed in one place before anything is compiled."""
-  config: Any
-  model: Any  # flax module
-  num_classes: int
-  num_train: int
-  num_eval: int
-  steps_per_epoch: float
-  total_steps: int
-  eval_steps: frozenset[int]  # after these steps (every eval_every_epochs, and the last)
-  peak_lr: float
-  mesh: Any
-
+# ------------------------------------------------------------------------------- program
 
 def validate(config, mesh=None) -> None:
   """Refuse a config that cannot run, with one line naming the field, before compiling."""
@@ -64,9 +57,7 @@ def validate(config, mesh=None) -> None:
   if config.dtype not in DTYPES:
     raise errors.ConfigError(
         'dtype', f'config.dtype={config.dtype!r}; choose one of {sorted(DTYPES)}')
-  if config.optimizer.name not in optim.OPTIMIZERS:
-    raise errors.ConfigError('optimizer.name', f'unknown optimizer {config.optimizer.name!r}; '
-                                               f'known: {", ".join(optim.OPTIMIZERS)}')
+  optim.switches(config.optimizer)  # ConfigError for an unknown optimizer
   if config.nonfinite not in ('stop', 'skip'):
     raise errors.ConfigError(
         'nonfinite', f"config.nonfinite={config.nonfinite!r}; choose 'stop' (end the run at a "
@@ -101,30 +92,15 @@ def build_model(config, num_classes: int):
   return models.create(config.model.name, num_classes=num_classes, **options)
 
 
-def setup(config) -> Setup:
-  mesh = mesh_lib.make_mesh()
-  validate(config, mesh)
-  info = data.info(config.data)
-  num_train = info.num_examples[config.data.train_split]
-  steps_per_epoch = num_train / config.batch_size
-  total = config.total_steps or optim.epochs_to_steps(config.num_epochs, steps_per_epoch)
-  return Setup(config=config, model=build_model(config, info.num_classes),
-               num_classes=info.num_classes, num_train=num_train,
-               num_eval=info.num_examples[config.data.eval_split],
-               steps_per_epoch=steps_per_epoch, total_steps=total,
-               eval_steps=_eval_steps(config.eval_every_epochs, steps_per_epoch, total),
-               peak_lr=optim.learning_rate(config), mesh=mesh)
-
-
 def _eval_steps(every_epochs: float, steps_per_epoch: float, total: int) -> frozenset[int]:
   """The steps that end each ``every_epochs`` epochs (rounded), and the last step."""
-  steps_ = {total}
+  chosen = {total}
   if every_epochs > 0:
     k = 1
     while (step := optim.epochs_to_steps(k * every_epochs, steps_per_epoch)) < total:
-      steps_.add(step)
+      chosen.add(step)
       k += 1
-  return frozenset(steps_)
+  return frozenset(chosen)
 
 
 def init_fn(model, image_size: int) -> Callable[[jax.Array], dict]:
@@ -139,27 +115,140 @@ def init_fn(model, image_size: int) -> Callable[[jax.Array], dict]:
   return init
 
 
-def restore_state(config, workdir: str, step: int | str | None = None
-                  ) -> tuple[Setup, train_state.TrainState]:
-  """The training state saved in ``workdir`` by a run of ``config``, with that run's setup.
+def hparams(config, steps_per_epoch: float) -> dict[str, float | int]:
+  """The run's numbers that the train step takes as data: the optimizer's
+  (:func:`optim.scalars`), ``label_smoothing``, ``aux_weight`` and the EMA's decay per step
+  (:func:`optim.ema_step_decay`)."""
+  return dict(optim.scalars(config.optimizer, optim.learning_rate(config), steps_per_epoch),
+              label_smoothing=float(config.loss.label_smoothing),
+              aux_weight=float(config.loss.aux_weight), ema_decay=optim.ema_step_decay(config))
 
-  ``step``: a step number, ``'best'`` (the best by eval top-1) or, by default, the latest.
-  The state comes back on the devices of the mesh, replicated, as the train step leaves it; its
-  ``params`` with ``batch_stats``, or ``ema_params`` with ``ema_batch_stats``, go to
-  ``setup.model.apply``. A checkpoint that cannot be read raises
-  ``checkpoint.CorruptCheckpointError`` or, after retries, ``checkpoint.CheckpointUnavailableError``
-  (each naming the step, path and cause).
-  """
-  s = setup(config)
-  abstract = build(config, s).abstract
-  ckpt = checkpoint.Checkpointer(workdir)
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """A run of ``config`` as it will execute, from :func:`build`: the values derived from the
+  config, the model, and the jitted steps over ``mesh`` with the shardings they agree on. What
+  :func:`train_and_evaluate` runs, what the benchmarks time and what notebooks call."""
+  config: Any
+  model: Any  # flax module
+  mesh: Any
+  num_classes: int
+  num_train: int
+  num_eval: int
+  steps_per_epoch: float
+  total_steps: int
+  eval_steps: frozenset[int]  # evaluate (and checkpoint) after these steps
+  peak_lr: float
+  hparams: dict[str, Any]  # the step's numbers, on the devices (:func:`hparams`)
+  abstract: train_state.TrainState  # jax.ShapeDtypeStruct leaves, with their shardings
+  state_sharding: Any
+  tx: Any  # optax.GradientTransformation of the config's numbers (for init and fine-tuning)
+  init_step: Any  # jitted rng -> state, straight into state_sharding
+  train_step: Any  # jitted (state, hparams, batch) -> (state, metrics); donates the state
+  eval_step: Any  # jitted (params, batch_stats, batch) -> sums
+  _compiled: dict = dataclasses.field(repr=False, compare=False)  # shared by equal programs
+
+  def init(self, rng: jax.Array) -> train_state.TrainState:
+    """A fresh state, initialised straight into its sharding."""
+    return self.init_step(rng)
+
+  def schedule(self, step) -> jax.Array:
+    """The learning rate of ``step`` (0-based)."""
+    return optim.lr_schedule(self.hparams)(step)
+
+  def compiled_train_step(self, state, batch) -> tuple[Callable, float | None]:
+    """The train step compiled for ``state`` and ``batch``'s shapes and shardings, and the
+    seconds compiling took (None: compiled earlier in this process, by this program or one that
+    differs from it only in :attr:`hparams`, seed or length)."""
+    leaves, tree = jax.tree.flatten((state, batch))
+    key = (tree, tuple((x.shape, x.dtype, getattr(x, 'sharding', None)) for x in leaves))
+    if key in self._compiled:
+      return self._compiled[key], None
+    t0 = time.time()
+    compiled = self.train_step.lower(state, self.hparams, batch).compile()
+    self._compiled[key] = compiled
+    return compiled, time.time() - t0
+
+  def eval_step_of(self, apply_fn: Callable) -> Any:
+    """The jitted eval step of another ``apply_fn`` (converted weights with their input
+    normalisation) over this program's mesh and shardings."""
+    return _jit_eval_step(apply_fn, self.mesh, self.state_sharding)
+
+
+def build(config, *, info: data.DatasetInfo | None = None, model=None,
+          reuse: bool = True) -> Program:
+  """The program of ``config``: its derived values and jitted steps; a config that cannot run
+  raises ``errors.ConfigError`` first. Nothing is compiled until a step is first called or
+  lowered. ``info`` and ``model`` replace the dataset's info and the config's module (tests).
+
+  Within a process, configs of the same programs (same model, input size, optimizer switches,
+  dtype and mesh; any numbers, length, seed, data order or workdir) share the jitted functions
+  and compiled steps. ``reuse=False``: fresh ones (what a benchmark of compile time needs)."""
+  mesh = mesh_lib.make_mesh()
+  if info is None:
+    validate(config, mesh)
+    info = data.info(config.data)
+  num_train = info.num_examples[config.data.train_split]
+  steps_per_epoch = num_train / config.batch_size
+  total = config.total_steps or optim.epochs_to_steps(config.num_epochs, steps_per_epoch)
+  model = build_model(config, info.num_classes) if model is None else model
+  key = (model, config.data.image_size, optim.switches(config.optimizer), mesh,
+         bool(jax.config.jax_enable_x64))
   try:
-    at = ckpt.best_step() if step == 'best' else (ckpt.latest_step() if step is None else step)
-    if at is None:
-      raise FileNotFoundError(f'no checkpoint under {ckpt.directory}')
-    return s, ckpt.restore(int(at), abstract)
-  finally:
-    ckpt.close()
+    hash(key)
+  except TypeError:  # a model option that cannot be hashed: nothing to share it under
+    reuse = False
+  numbers = hparams(config, steps_per_epoch)
+  parts = (_programs if reuse else _programs.__wrapped__)(*key)
+  dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+  on_device = jax.device_put(
+      {k: np.asarray(v, np.int32 if isinstance(v, int) else dtype) for k, v in numbers.items()},
+      mesh_lib.replicated(mesh))
+  tx, _ = optim.transform(optim.switches(config.optimizer), numbers)
+  return Program(
+      config=config, model=model, mesh=mesh, num_classes=info.num_classes, num_train=num_train,
+      num_eval=info.num_examples[config.data.eval_split], steps_per_epoch=steps_per_epoch,
+      total_steps=total, eval_steps=_eval_steps(config.eval_every_epochs, steps_per_epoch, total),
+      peak_lr=numbers['peak_lr'], hparams=on_device, tx=tx, **parts)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(model, image_size: int, switch: tuple, mesh, x64: bool) -> dict[str, Any]:
+  """The jitted parts of a :class:`Program`, from these arguments only (``x64``: under which
+  the shapes were traced), so that equal arguments share them."""
+  del x64
+  # The optimizer state's structure depends on the switches only; any numbers will do here.
+  tx = optim.transform(switch, _INIT_NUMBERS)[0]
+  create = functools.partial(train_state.create, init_fn(model, image_size), tx)
+  sharding = mesh_lib.replicated(mesh)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                          jax.eval_shape(create, jax.random.PRNGKey(0)))
+  state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
+  step = jax.jit(functools.partial(_train_step, apply_fn=model.apply, switch=switch),
+                 in_shardings=(state_sharding, sharding, mesh_lib.batch_sharded(mesh)),
+                 out_shardings=(state_sharding, sharding), donate_argnums=(0,))
+  return dict(abstract=abstract, state_sharding=state_sharding, train_step=step,
+              init_step=jax.jit(create, out_shardings=state_sharding),
+              eval_step=_jit_eval_step(model.apply, mesh, state_sharding), _compiled={})
+
+
+_INIT_NUMBERS = dict(peak_lr=0.0, warmup_steps=0, decay_steps=1, decay_rate=1.0, min_lr=0.0,
+                     momentum=0.9, rms_decay=0.9, epsilon=1.0, weight_decay=0.0, clip_norm=1.0)
+
+
+def _train_step(state, numbers, batch, *, apply_fn, switch):
+  """:func:`steps.train_step` with the optimizer and loss built from ``numbers`` (traced)."""
+  tx, schedule = optim.transform(switch, numbers)
+  return steps.train_step(state, batch, apply_fn=apply_fn, tx=tx, schedule=schedule,
+                          label_smoothing=numbers['label_smoothing'],
+                          aux_weight=numbers['aux_weight'], ema_decay=numbers['ema_decay'])
+
+
+def _jit_eval_step(apply_fn, mesh, state_sharding):
+  return jax.jit(functools.partial(steps.eval_step, apply_fn=apply_fn),
+                 in_shardings=(state_sharding.params, state_sharding.batch_stats,
+                               mesh_lib.batch_sharded(mesh)),
+                 out_shardings=mesh_lib.replicated(mesh))
 
 
 def _load_pretrained(path: str, state, tx, sharding):
@@ -186,11 +275,12 @@ def _load_pretrained(path: str, state, tx, sharding):
 
 # --------------------------------------------------------------------------------- eval
 
-def _make_eval(s: Setup, step) -> Callable[..., dict[str, float]]:
-  """``run(state, ema=True)``: metrics, by the jitted eval ``step``, of the raw weights and, under
-  ``ema_*``, of the EMA pair (averaged weights with their averaged BatchNorm statistics);
-  ``ema=False``: the raw ones only (a recipe without EMA, converted weights)."""
-  config = s.config
+def eval_loop(program: Program, step_fn=None) -> Callable[..., dict[str, float]]:
+  """``run(state, ema=True)``: the held-out metrics, by the jitted eval step (``step_fn``, or
+  the program's), of the raw weights and, under ``ema_*``, of the EMA pair (averaged weights
+  with their averaged BatchNorm statistics); ``ema=False``: the raw ones only."""
+  config = program.config
+  step_fn = program.eval_step if step_fn is None else step_fn
 
   def run(state, ema: bool = True) -> dict[str, float]:
     weights = {'': (state.params, state.batch_stats)}
@@ -200,16 +290,16 @@ def _make_eval(s: Setup, step) -> Callable[..., dict[str, float]]:
     host = data.batches(config.data, config.data.eval_split,
                         batch_size=mesh_lib.local_batch_size(config.eval_batch_size), train=False,
                         process_index=jax.process_index(), process_count=jax.process_count())
-    for batch in prefetch.to_device(host, s.mesh):
+    for batch in prefetch.to_device(host, program.mesh):
       out = {prefix + k: v for prefix, (params, stats) in weights.items()
-             for k, v in step(params, stats, batch).items()}
+             for k, v in step_fn(params, stats, batch).items()}
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
     _report_skipped(host, 'eval')
     count = float(sums.pop('count'))
     sums.pop('ema_count', None)
-    if int(round(count)) != s.num_eval:
-      raise RuntimeError(f'eval saw {count} examples, the split has {s.num_eval}')
+    if int(round(count)) != program.num_eval:
+      raise RuntimeError(f'eval saw {count} examples, the split has {program.num_eval}')
     return {k: float(v) / count for k, v in sums.items()}
 
   return run
@@ -224,8 +314,9 @@ def _report_skipped(host_batches, what: str) -> int:
   return skipped
 
 
-def _eval_line(step: int, s: Setup, m: dict[str, float]) -> str:
-  line = (f'eval @ step {step} (epoch {step / s.steps_per_epoch:.1f}): top-1 {m["top1"]:.2%} '
+def eval_line(step: int, steps_per_epoch: float, m: dict[str, float]) -> str:
+  """One log line of held-out metrics ``m`` after ``step``."""
+  line = (f'eval @ step {step} (epoch {step / steps_per_epoch:.1f}): top-1 {m["top1"]:.2%} '
           f'top-5 {m["top5"]:.2%} loss {m["loss"]:.4f}')
   if 'ema_top1' in m:
     line += (f' | EMA top-1 {m["ema_top1"]:.2%} top-5 {m["ema_top5"]:.2%} '
@@ -247,102 +338,62 @@ def _duration(seconds: float) -> str:
   return f'{h}h{m:02d}m{sec:02d}s' if h else f'{m}m{sec:02d}s'
 
 
-def jit_eval_step(s: Setup, apply_fn, state_sharding):
-  """The eval step, jitted over ``s.mesh``: ``(params, batch_stats, batch) -> sums``."""
-  return _jit_eval_step(apply_fn, s.mesh, state_sharding)
+class _Meter:
+  """The loop's bookkeeping of training metrics: the steps' metrics stay on the device until a
+  log line, a checkpoint or a stop needs them (no sync per step), are averaged per log line and
+  written; the time between log lines, less evaluation, is training time."""
 
+  def __init__(self, program: Program, writer, first_step: int):
+    self.program, self.writer = program, writer
+    self.pending: list[tuple[int, dict[str, jax.Array]]] = []  # on device
+    self.window: list[tuple[int, dict[str, float]]] = []  # fetched, not yet logged
+    self.last_time, self.last_step = time.time(), first_step
+    self.train_seconds = 0.0
+    self.loads: list[float] = []  # 1-minute load average at each log line
 
-def _jit_eval_step(apply_fn, mesh, state_sharding):
-  return jax.jit(functools.partial(steps.eval_step, apply_fn=apply_fn),
-                 in_shardings=(state_sharding.params, state_sharding.batch_stats,
-                               mesh_lib.batch_sharded(mesh)),
-                 out_shardings=mesh_lib.replicated(mesh))
+  def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
+    self.pending.append((step, metrics))
 
+  def fetch(self) -> list[tuple[int, dict[str, float]]]:
+    """The pending steps' metrics, now on the host (and kept for the next log line)."""
+    values = jax.device_get([m for _, m in self.pending])
+    fetched = [(step, {k: float(v) for k, v in m.items()})
+               for (step, _), m in zip(self.pending, values)]
+    self.pending.clear()
+    self.window.extend(fetched)
+    return fetched
 
-def jit_train_step(s: Setup, tx, schedule, state_sharding):
-  """The loop's train step, jitted over ``s.mesh``: the batch sharded along ``'data'``, the state
-  replicated and donated."""
-  loss = s.config.loss
-  return _jit_train_step(s.model.apply, s.mesh, tx, schedule, state_sharding,
-                         loss.label_smoothing, loss.aux_weight, optim.ema_step_decay(s.config))
+  def restart_clock(self) -> None:
+    """Time starts now (after compiling)."""
+    self.last_time = time.time()
 
+  @contextlib.contextmanager
+  def paused(self):
+    """What runs inside (evaluation) is not training time."""
+    start = time.time()
+    try:
+      yield
+    finally:
+      self.last_time += time.time() - start
 
-def _jit_train_step(apply_fn, mesh, tx, schedule, state_sharding, label_smoothing, aux_weight,
-                    ema_decay):
-  return jax.jit(
-      functools.partial(steps.train_step, apply_fn=apply_fn, tx=tx, schedule=schedule,
-                        label_smoothing=label_smoothing, aux_weight=aux_weight,
-                        ema_decay=ema_decay),
-      in_shardings=(state_sharding, mesh_lib.batch_sharded(mesh)),
-      out_shardings=(state_sharding, mesh_lib.replicated(mesh)), donate_argnums=(0,))
-
-
-@dataclasses.dataclass(frozen=True)
-class Program:
-  """The programs of a run of ``config`` and the shardings they agree on: what
-  :func:`train_and_evaluate` runs, what the benchmarks time and what notebooks can call."""
-  setup: Setup
-  tx: Any  # optax.GradientTransformation
-  schedule: Callable[[jax.Array], jax.Array]
-  create: Callable[[jax.Array], train_state.TrainState]  # rng -> state (not jitted)
-  abstract: train_state.TrainState  # jax.ShapeDtypeStruct leaves, with their shardings
-  state_sharding: Any
-  train_step: Any  # jitted (state, batch) -> (state, metrics); donates the state
-  init_step: Any  # jitted rng -> state, straight into state_sharding
-  model_eval_step: Any  # jitted (params, batch_stats, batch) -> sums, of the model's apply
-
-  def init(self, rng: jax.Array) -> train_state.TrainState:
-    """A fresh state, initialised straight into its sharding."""
-    return self.init_step(rng)
-
-  def eval_step(self, apply_fn: Callable | None = None):
-    """The jitted eval step of evaluation (``apply_fn`` defaults to the model's)."""
-    if apply_fn is None:
-      return self.model_eval_step
-    return jit_eval_step(self.setup, apply_fn, self.state_sharding)
-
-
-def build(config, s: Setup | None = None, *, reuse: bool = True) -> Program:
-  """The training program of ``config`` (``s``: its :func:`setup`, computed when not given).
-  Nothing is compiled until a step is first called or lowered.
-
-  Within a process, configs that define the same programs (the same model, input size,
-  optimizer, loss, EMA decay per step and mesh; the run's length, data order and workdir may
-  differ) get the same jitted functions, so that a second run, a resumed run or
-  :func:`restore_state` neither traces nor loads its steps again. ``reuse=False``: fresh
-  ones (what a benchmark of compile time needs)."""
-  s = setup(config) if s is None else s
-  key = (s.model, config.data.image_size, ml_collections.FrozenConfigDict(config.optimizer),
-         s.peak_lr, s.steps_per_epoch, float(config.loss.label_smoothing),
-         float(config.loss.aux_weight), optim.ema_step_decay(config), s.mesh,
-         bool(jax.config.jax_enable_x64))
-  try:
-    hash(key)
-  except TypeError:  # a model option that cannot be hashed: nothing to share it under
-    reuse = False
-  parts = _programs(*key) if reuse else _programs.__wrapped__(*key)
-  return Program(setup=s, **parts)
-
-
-@functools.lru_cache(maxsize=8)
-def _programs(model, image_size: int, optimizer, peak_lr: float, steps_per_epoch: float,
-              label_smoothing: float, aux_weight: float, ema_decay: float, mesh,
-              x64: bool) -> dict[str, Any]:
-  """The parts of a :class:`Program`, from these arguments only (``x64``: under which the
-  shapes were traced), so that equal arguments may share them."""
-  del x64
-  tx, schedule = optim.make(optimizer, peak_lr, steps_per_epoch)
-  create = functools.partial(train_state.create, init_fn(model, image_size), tx)
-  sharding = mesh_lib.replicated(mesh)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                          jax.eval_shape(create, jax.random.PRNGKey(0)))
-  state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
-  return dict(
-      tx=tx, schedule=schedule, create=create, abstract=abstract, state_sharding=state_sharding,
-      train_step=_jit_train_step(model.apply, mesh, tx, schedule, state_sharding, label_smoothing,
-                                 aux_weight, ema_decay),
-      init_step=jax.jit(create, out_shardings=state_sharding),
-      model_eval_step=_jit_eval_step(model.apply, mesh, state_sharding))
+  def log(self, step: int) -> None:
+    """Write and log the means of the steps since the last line."""
+    p = self.program
+    means = {k: float(np.mean([m[k] for _, m in self.window])) for k in self.window[0][1]}
+    now = time.time()
+    dt = (now - self.last_time) / (step - self.last_step)
+    self.train_seconds += now - self.last_time
+    self.loads.append(machine.load_average())
+    means.update(step_time=dt, images_per_s=p.config.batch_size / dt,
+                 epoch=step / p.steps_per_epoch)
+    self.writer.write(step, 'train', means)
+    log.info('step %d/%d (%.0f%%, epoch %.1f) | loss %.4f top-1 %.1f%% | lr %.4g grad-norm '
+             '%.3g | %.0f img/s %.3fs/step | ETA %s', step, p.total_steps,
+             100 * step / p.total_steps, means['epoch'], means['loss'], 100 * means['top1'],
+             means['lr'], means['grad_norm'], means['images_per_s'], dt,
+             _duration(dt * (p.total_steps - step)))
+    self.window.clear()
+    self.last_time, self.last_step = now, step
 
 
 class _Preemption:
@@ -409,103 +460,56 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
   """:func:`train_and_evaluate`, also returning the final training state (this process' view)."""
   start_time = time.time()
-  s = setup(config)
+  program = build(config)
   workdir = os.path.abspath(workdir)
-  is_main = jax.process_index() == 0
-  program = build(config, s)
-  tx, abstract, state_sharding = program.tx, program.abstract, program.state_sharding
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints,
                                  keep_best=config.keep_best_checkpoints)
-  ckpt.check_compatible(abstract, model=config.model.name, saved_model=_saved_model(workdir))
-  if is_main:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-  latest, state = ckpt.restore_latest(abstract, start_over=config.restart_if_unrestorable)
-  if latest is not None:
-    log.info('resumed from %s at step %d', ckpt.path(latest), latest)
-  else:
-    state = program.init(jax.random.PRNGKey(config.seed))
-    if config.init_from:
-      state = _load_pretrained(config.init_from, state, tx, state_sharding)
-  first_step = latest or 0
+  ckpt.check_compatible(program.abstract, model=config.model.name,
+                        saved_model=_saved_model(workdir))
+  _write_config(workdir, config)
+  state, first_step = _initial_state(program, ckpt)
+  _log_start(program)
 
-  n_params = sum(x.size for x in jax.tree.leaves(abstract.params))
-  log.info('%s: %s parameters, %d classes at %dx%d | %d devices, %d processes | global batch %d, '
-           '%.1f steps/epoch, %d steps (%.1f epochs) | %s lr %.4g (= %g x %d / %d)',
-           config.model.name, f'{n_params:,}', s.num_classes, config.data.image_size,
-           config.data.image_size, s.mesh.size, jax.process_count(), config.batch_size,
-           s.steps_per_epoch, s.total_steps, s.total_steps / s.steps_per_epoch,
-           config.optimizer.name, s.peak_lr, config.optimizer.lr, config.batch_size,
-           config.optimizer.lr_batch)
-
-  train_step = program.train_step
-  run_eval = _make_eval(s, program.eval_step())
+  evaluate = eval_loop(program)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard)
   host_batches = data.batches(config.data, config.data.train_split,
                               batch_size=mesh_lib.local_batch_size(config.batch_size), train=True,
                               process_index=jax.process_index(),
                               process_count=jax.process_count(), seed=config.seed,
                               start_step=first_step)
-  batches = prefetch.to_device(host_batches, s.mesh)  # input overlaps compute
-
+  batches = prefetch.to_device(host_batches, program.mesh)  # input overlaps compute
+  meter = _Meter(program, writer, first_step)
   eval_metrics: dict[str, float] | None = None
-  pending: list[tuple[int, dict[str, jax.Array]]] = []  # on device, not yet looked at
-  window: list[tuple[int, dict[str, float]]] = []  # fetched, not yet logged
-  last_log_time, last_log_step = time.time(), first_step
-  train_seconds = 0.0
-  loads: list[float] = []  # 1-minute load average at each log line: a shared machine's share
-  compiled = None
   preempted_at = None
+  train_step = None
   try:
     with _Preemption() as preemption:
-      for step in range(first_step + 1, s.total_steps + 1):
+      for step in range(first_step + 1, program.total_steps + 1):
         batch = next(batches)
-        if compiled is None:
-          t0 = time.time()
-          compiled = train_step.lower(state, batch).compile()
-          log.info('train step compiled in %.1fs', time.time() - t0)
-          last_log_time = time.time()
-        state, step_metrics = compiled(state, batch)
-        pending.append((step, step_metrics))
+        if train_step is None:
+          log.info('compiling the train step ...')
+          train_step, seconds = program.compiled_train_step(state, batch)
+          log.info('train step compiled in %.1fs' % seconds if seconds is not None else
+                   'train step: compiled earlier in this process (same program)')
+          meter.restart_clock()
+        state, step_metrics = train_step(state, program.hparams, batch)
+        meter.add(step, step_metrics)
 
-        last = step == s.total_steps
+        last = step == program.total_steps
         log_now = step % config.log_every_steps == 0 or last
-        save_now = step in s.eval_steps or step % config.checkpoint_every_steps == 0
+        save_now = step in program.eval_steps or step % config.checkpoint_every_steps == 0
         stop_now = preemption.reached(step)
         if log_now or save_now or stop_now:
-          # The host looks at the metrics only here: no sync per step beyond logging's.
-          fetched = jax.device_get([m for _, m in pending])
-          fetched = [(st, {k: float(v) for k, v in m.items()})
-                     for (st, _), m in zip(pending, fetched)]
-          pending.clear()
-          _check_finite(fetched, config, ckpt)
-          window.extend(fetched)
+          _check_finite(meter.fetch(), config, ckpt)
         if log_now:
-          means = {k: float(np.mean([m[k] for _, m in window])) for k in window[0][1]}
-          now = time.time()
-          dt = (now - last_log_time) / (step - last_log_step)
-          train_seconds += now - last_log_time
-          loads.append(machine.load_average())
-          means.update(step_time=dt, images_per_s=config.batch_size / dt,
-                       epoch=step / s.steps_per_epoch)
-          writer.write(step, 'train', means)
-          log.info('step %d/%d (%.0f%%, epoch %.1f) | loss %.4f top-1 %.1f%% | lr %.4g grad-norm '
-                   '%.3g | %.0f img/s %.3fs/step | ETA %s', step, s.total_steps,
-                   100 * step / s.total_steps, means['epoch'], means['loss'],
-                   100 * means['top1'], means['lr'], means['grad_norm'], means['images_per_s'], dt,
-                   _duration(dt * (s.total_steps - step)))
-          window.clear()
-          last_log_time, last_log_step = now, step
-
-        if step in s.eval_steps:
+          meter.log(step)
+        if step in program.eval_steps:
           jax.block_until_ready(state)  # what is still training is train time, the rest eval time
-          eval_start = time.time()
-          eval_metrics = run_eval(state, ema=bool(config.ema_decay))
-          writer.write(step, 'eval', eval_metrics)
-          log.info(_eval_line(step, s, eval_metrics))
-          ckpt.save(step, state, {checkpoint.BEST_METRIC: _best_metric(config, eval_metrics)})
-          last_log_time += time.time() - eval_start
+          with meter.paused():
+            eval_metrics = evaluate(state, ema=bool(config.ema_decay))
+            writer.write(step, 'eval', eval_metrics)
+            log.info(eval_line(step, program.steps_per_epoch, eval_metrics))
+            ckpt.save(step, state, {checkpoint.BEST_METRIC: _best_metric(config, eval_metrics)})
         elif save_now or (stop_now and not last):
           ckpt.save(step, state)
         if stop_now and not last:
@@ -526,13 +530,14 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
     log.warning('preempted (%s): checkpoint of step %d written to %s; relaunch the same command '
                 'to continue', preemption.received or 'preemption notice', preempted_at,
                 ckpt.path(preempted_at))
-    return {'preempted_at_step': preempted_at, 'steps': s.total_steps,
+    return {'preempted_at_step': preempted_at, 'steps': program.total_steps,
             'resumed_from_step': first_step}, state
 
   if eval_metrics is None:  # resumed a finished run: evaluate what it ended with
-    eval_metrics = run_eval(state, ema=bool(config.ema_decay))
-    log.info(_eval_line(s.total_steps, s, eval_metrics))
-    ckpt.save(s.total_steps, state, {checkpoint.BEST_METRIC: _best_metric(config, eval_metrics)})
+    eval_metrics = evaluate(state, ema=bool(config.ema_decay))
+    log.info(eval_line(program.total_steps, program.steps_per_epoch, eval_metrics))
+    ckpt.save(program.total_steps, state,
+              {checkpoint.BEST_METRIC: _best_metric(config, eval_metrics)})
   ckpt.close()
   writer.close()
   results = {
@@ -540,26 +545,65 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
       'dataset': config.data.name,
       'eval_split': config.data.eval_split,
       'eval': eval_metrics,
-      'steps': s.total_steps,
-      'epochs': s.total_steps / s.steps_per_epoch,
+      'steps': program.total_steps,
+      'epochs': program.total_steps / program.steps_per_epoch,
       'resumed_from_step': first_step,
-      'train_time_s': train_seconds,
+      'train_time_s': meter.train_seconds,
       'wall_time_s': time.time() - start_time,
-      'load_average_1min': [min(loads), max(loads)] if loads else None,
+      'load_average_1min': [min(meter.loads), max(meter.loads)] if meter.loads else None,
       'skipped_train_examples': _report_skipped(host_batches, 'train'),
       'skipped_updates': int(jax.device_get(state.skipped_updates)),
-      'devices': s.mesh.size,
+      'devices': program.mesh.size,
       'processes': jax.process_count(),
   }
+  _write_results(workdir, results, resumed_finished=first_step == program.total_steps)
+  log.info('held-out %s after %d steps, %s wall; results in %s',
+           eval_line(program.total_steps, program.steps_per_epoch, eval_metrics).split(': ', 1)[1],
+           program.total_steps, _duration(results['wall_time_s']),
+           os.path.join(workdir, 'results.json'))
+  return results, state
+
+
+def _write_config(workdir: str, config) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def _initial_state(program: Program, ckpt) -> tuple[train_state.TrainState, int]:
+  """The latest readable checkpoint's state and step, or a fresh state (of ``init_from``'s
+  weights, when set) at step 0."""
+  config = program.config
+  latest, state = ckpt.restore_latest(program.abstract, start_over=config.restart_if_unrestorable)
+  if latest is not None:
+    log.info('resumed from %s at step %d', ckpt.path(latest), latest)
+    return state, latest
+  state = program.init(jax.random.PRNGKey(config.seed))
+  if config.init_from:
+    state = _load_pretrained(config.init_from, state, program.tx, program.state_sharding)
+  return state, 0
+
+
+def _log_start(program: Program) -> None:
+  config = program.config
+  n_params = sum(x.size for x in jax.tree.leaves(program.abstract.params))
+  log.info('%s: %s parameters, %d classes at %dx%d | %d devices, %d processes | global batch %d, '
+           '%.1f steps/epoch, %d steps (%.1f epochs) | %s lr %.4g (= %g x %d / %d)',
+           config.model.name, f'{n_params:,}', program.num_classes, config.data.image_size,
+           config.data.image_size, program.mesh.size, jax.process_count(), config.batch_size,
+           program.steps_per_epoch, program.total_steps,
+           program.total_steps / program.steps_per_epoch, config.optimizer.name,
+           program.peak_lr, config.optimizer.lr, config.batch_size, config.optimizer.lr_batch)
+
+
+def _write_results(workdir: str, results: dict[str, Any], *, resumed_finished: bool) -> None:
+  """``results.json``; a relaunch of a finished run only re-evaluates and keeps the run's
+  record (and wall time)."""
   path = os.path.join(workdir, 'results.json')
-  # A relaunch of a finished run only re-evaluates; it keeps the run's record (and wall time).
-  if is_main and not (first_step == s.total_steps and os.path.exists(path)):
+  if jax.process_index() == 0 and not (resumed_finished and os.path.exists(path)):
     with open(path, 'w') as f:
       json.dump(results, f, indent=2)
-  log.info('held-out %s after %d steps, %s wall; results in %s',
-           _eval_line(s.total_steps, s, eval_metrics).split(': ', 1)[1], s.total_steps,
-           _duration(results['wall_time_s']), path)
-  return results, state
 
 
 def _saved_model(workdir: str) -> str | None:
@@ -569,64 +613,3 @@ def _saved_model(workdir: str) -> str | None:
       return json.load(f)['model']['name']
   except (OSError, ValueError, KeyError, TypeError):
     return None
-
-
-# ------------------------------------------------------------------------- evaluate only
-
-def _renormalize(preprocess: dict[str, Any]) -> Callable[[jax.Array], jax.Array]:
-  """Our pipelines give [-1, 1] RGB; converted weights may expect another normalisation."""
-  mean = jnp.asarray(preprocess['mean'], jnp.float32)
-  std = jnp.asarray(preprocess['std'], jnp.float32)
-  scale, bgr = float(preprocess.get('scale', 1.0)), bool(preprocess.get('bgr', False))
-
-  def fn(x):
-    x = (x + 1.0) / 2.0 * scale
-    if bgr:
-      x = x[..., ::-1]
-    return (x - mean) / std
-  return fn
-
-
-def evaluate(config, workdir: str | None = None, *, weights: str | None = None,
-             step: int | str | None = None) -> dict[str, float]:
-  """Top-1/top-5 and loss on ``config.data.eval_split``.
-
-  Either of a training ``workdir``'s checkpoint (``step``: a number, ``'best'``, or the latest
-  by default; also ``ema_*`` of its EMA pair when the run kept one) or of converted ``weights``
-  (a ``python -m inception_jax.convert`` directory: one set of weights, no ``ema_*``).
-  """
-  if (workdir is None) == (weights is None):
-    raise ValueError('give a workdir or weights, not both')
-  mesh = mesh_lib.make_mesh()
-  validate(config, mesh)
-  info = data.info(config.data)
-  sharding = mesh_lib.replicated(mesh)
-  if weights is not None:
-    from inception_jax import pretrained
-    model, variables, meta = pretrained.load(weights)
-    if model.num_classes != info.num_classes:
-      raise ValueError(f'{weights} classifies {model.num_classes} classes, '
-                       f'{config.data.name} has {info.num_classes}')
-    norm = _renormalize(meta['preprocess'])
-    apply_fn = lambda v, x, **kw: model.apply(v, norm(x), **kw)  # noqa: E731
-    params, stats = variables['params'], variables.get('batch_stats', {})
-    state = train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                                   batch_stats=stats, opt_state=(), ema_params=params,
-                                   ema_batch_stats=stats, rng=jax.random.PRNGKey(0),
-                                   skipped_updates=jnp.zeros((), jnp.int32))
-    state = jax.device_put(state, sharding)
-    s = Setup(config=config, model=model, num_classes=info.num_classes,
-              num_train=info.num_examples[config.data.train_split],
-              num_eval=info.num_examples[config.data.eval_split], steps_per_epoch=1.0,
-              total_steps=0, eval_steps=frozenset(), peak_lr=0.0, mesh=mesh)
-    where, at = weights, 0
-  else:
-    s, state = restore_state(config, workdir, step)
-    at = int(jax.device_get(state.step))
-    where = f'{os.path.join(workdir, "checkpoints")} step {at}'
-  step_fn = (jit_eval_step(s, apply_fn, jax.tree.map(lambda _: sharding, state))
-             if weights is not None else build(config, s).eval_step())
-  result = _make_eval(s, step_fn)(state, ema=weights is None and bool(config.ema_decay))
-  log.info('%s on %s/%s (%d images): %s', where, config.data.name, config.data.eval_split,
-           s.num_eval, _eval_line(at, s, result).split(': ', 1)[1])
-  return {**result, 'step': int(at)}

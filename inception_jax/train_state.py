@@ -33,6 +33,14 @@ class TrainState:
   # the first one unless config.nonfinite='skip').
   skipped_updates: jax.Array
 
+  @classmethod
+  def from_weights(cls, params: PyTree, batch_stats: PyTree) -> 'TrainState':
+    """A state holding weights alone (converted ones, to evaluate): no optimizer state, the EMA
+    pair equal to the weights, step 0."""
+    return cls(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+               opt_state=(), ema_params=params, ema_batch_stats=batch_stats,
+               rng=jax.random.PRNGKey(0), skipped_updates=jnp.zeros((), jnp.int32))
+
 
 def variables(params: PyTree, batch_stats: PyTree) -> dict[str, PyTree]:
   """The ``variables`` argument of ``module.apply``."""

@@ -1,4 +1,4 @@
-"""Training steps of a recipe through the project's jitted train step (``train.jit_train_step``,
+"""Training steps of a recipe through the project's jitted train step (``train.build(...).train_step``,
 the program ``experiments.train`` runs) against an independent trainer in PyTorch, from the same
 converted weights on the same batches, dropout off: v1's recipe on torchvision ``googlenet`` with
 both aux heads (0.3 each), SGD momentum 0.9, L2 4e-5 on kernels, a rate that changes every step
@@ -48,7 +48,7 @@ import numpy as np
 from flax import traverse_util
 
 from experiments.configs import v1, v3, xception
-from inception_jax import mesh as mesh_lib, models, optim, train, train_state
+from inception_jax import data, mesh as mesh_lib, models, optim, train, train_state
 from inception_jax.convert import from_torch
 from reference_utils import images, randomize_torch, require
 
@@ -74,15 +74,12 @@ def _config(module, batch):
 
 
 def _our_steps(config, module, variables, batches):
-  """``STEPS`` steps of train.jit_train_step from ``variables``; the final state on the host."""
-  mesh = mesh_lib.make_mesh()
-  steps_per_epoch = 1.0
-  peak = optim.learning_rate(config)
+  """``STEPS`` steps of the program's jitted train step from ``variables`` (one epoch per step);
+  the final state on the host."""
   batch = len(batches[0][1])
-  s = train.Setup(config=config, model=module, num_classes=10, num_train=batch, num_eval=batch,
-                  steps_per_epoch=steps_per_epoch, total_steps=STEPS, eval_steps=frozenset(),
-                  peak_lr=peak, mesh=mesh)
-  tx, schedule = optim.make(config.optimizer, peak, steps_per_epoch)
+  info = data.DatasetInfo(num_classes=10, num_examples={'train': batch, 'validation': batch})
+  program = train.build(config, model=module, info=info, reuse=False)
+  mesh, tx = program.mesh, program.tx
   params, stats = variables['params'], variables['batch_stats']
   state = train_state.TrainState(
       step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats, opt_state=tx.init(params),
@@ -90,7 +87,6 @@ def _our_steps(config, module, variables, batches):
       skipped_updates=jnp.zeros((), jnp.int32))
   sharding = mesh_lib.replicated(mesh)
   state = jax.device_put(state, sharding)
-  step = train.jit_train_step(s, tx, schedule, jax.tree.map(lambda _: sharding, state))
   losses, compiled = [], None
   for x, y in batches:
     batch = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'mask': jnp.ones(len(y))}
@@ -103,10 +99,11 @@ def _our_steps(config, module, variables, batches):
       # 3.4 s; with them 25 s and 3.6 s).
       options = ({'xla_backend_optimization_level': 1, 'xla_cpu_use_fusion_emitters': True}
                  if x.shape[1] >= 150 else None)
-      compiled = step.lower(state, batch).compile(compiler_options=options)
-    state, metrics = compiled(state, batch)
+      compiled = program.train_step.lower(state, program.hparams, batch).compile(
+          compiler_options=options)
+    state, metrics = compiled(state, program.hparams, batch)
     losses.append(float(metrics['loss']))
-  lrs = [float(schedule(i)) for i in range(STEPS)]
+  lrs = [float(program.schedule(i)) for i in range(STEPS)]
   return jax.device_get(state), losses, lrs
 
 

@@ -23,7 +23,7 @@ from ml_collections import config_flags
 
 from experiments import cli
 from experiments.configs import common, v1, v3
-from inception_jax import checkpoint, data, models, optim, pretrained, train
+from inception_jax import checkpoint, data, evaluate, models, optim, pretrained, train
 from inception_jax.data import digits
 from train_utils import CONFIGS, check_run, final_state, read_metrics, tiny
 
@@ -67,22 +67,25 @@ def test_rmsprop_recipe_learns_a_fixed_batch(tmp_path):
 
 def test_configs_of_the_same_programs_share_them_within_a_process():
   """train.build hands out the jitted steps of an earlier config that defines the same programs
-  (a relaunch in a notebook, restore_state after a run: nothing traced or loaded again), and
-  fresh ones as soon as anything they compute changes."""
+  (a relaunch in a notebook, restore_state after a run, a sweep over rates: nothing traced or
+  compiled again), and fresh ones as soon as the computation changes."""
   first = train.build(tiny('v1', total_steps=2))
-  # The run's length, checkpoints, seed (the data order and the initial draw are inputs) and
-  # evaluation schedule are not part of the programs.
-  same = train.build(tiny('v1', total_steps=9, checkpoint_every_steps=3, seed=7,
-                          eval_every_epochs=2.0))
-  assert same.train_step is first.train_step and same.init_step is first.init_step
-  assert same.eval_step() is first.eval_step() and same.abstract is first.abstract
-  for field, value in [('optimizer.lr', 0.5), ('optimizer.name', 'rmsprop'),
-                       ('optimizer.weight_decay', 0.0), ('optimizer.decay_rate', 0.5),
-                       ('optimizer.warmup_epochs', 1.0), ('loss.label_smoothing', 0.1),
-                       ('loss.aux_weight', 0.0), ('ema_decay', 0.99), ('ema_decay', 0.0),
+  # The run's length, checkpoints, seed (the data order and the initial draw are inputs), its
+  # evaluation schedule and its numbers (the step's data) are not part of the programs.
+  for field, value in [('total_steps', 9), ('checkpoint_every_steps', 3), ('seed', 7),
+                       ('eval_every_epochs', 2.0), ('optimizer.lr', 0.5),
+                       ('optimizer.decay_rate', 0.5), ('optimizer.warmup_epochs', 1.0),
+                       ('optimizer.momentum', 0.8), ('optimizer.weight_decay', 1e-3),
+                       ('loss.label_smoothing', 0.1), ('loss.aux_weight', 0.0),
+                       ('ema_decay', 0.99), ('batch_size', 4)]:
+    same = train.build(tiny('v1', **{field: value}))
+    assert same.train_step is first.train_step and same.init_step is first.init_step, field
+    assert same.eval_step is first.eval_step and same.abstract is first.abstract, field
+  assert train.build(tiny('v1', **{'optimizer.lr': 0.5})).peak_lr != first.peak_lr
+  for field, value in [('optimizer.name', 'rmsprop'), ('optimizer.weight_decay', 0.0),
+                       ('optimizer.clip_norm', 1.0), ('optimizer.momentum', 0.0),
                        ('dtype', 'bfloat16'), ('model.options.bn_momentum', 0.99),
-                       ('model.options.dropout_rate', 0.2),
-                       ('batch_size', 4), ('data.image_size', 80)]:
+                       ('model.options.dropout_rate', 0.2), ('data.image_size', 80)]:
     other = train.build(tiny('v1', **{field: value}))
     assert other.train_step is not first.train_step, field
   fresh = train.build(tiny('v1', total_steps=2), reuse=False)
@@ -113,7 +116,7 @@ def test_evaluate_and_fine_tune_from_converted_weights(tmp_path):
   config = tiny('v1')
   results = train.train_and_evaluate(config, workdir)
   # experiments.evaluate on the workdir reproduces the run's final eval...
-  again = train.evaluate(config, workdir)
+  again = evaluate.evaluate(config, workdir)
   assert again['step'] == 2
   for key, value in results['eval'].items():
     assert again[key] == pytest.approx(value, rel=1e-5), key
@@ -122,7 +125,7 @@ def test_evaluate_and_fine_tune_from_converted_weights(tmp_path):
   module = models.create('inception_v1', num_classes=10, bn_momentum=0.9)
   pretrained.save(str(tmp_path / 'weights'), 'inception_v1', module,
                   {'params': state.params, 'batch_stats': state.batch_stats})
-  converted = train.evaluate(config, weights=str(tmp_path / 'weights'))
+  converted = evaluate.evaluate(config, weights=str(tmp_path / 'weights'))
   for key in ('top1', 'top5', 'loss'):
     assert converted[key] == pytest.approx(results['eval'][key], rel=1e-5), key
   assert not any(k.startswith('ema_') for k in converted), converted  # one set of weights

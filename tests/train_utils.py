@@ -11,7 +11,7 @@ import numpy as np
 
 from experiments.configs import (inception_resnet_v1, inception_resnet_v2, v1, v2, v3, v4,
                                  xception)
-from inception_jax import checkpoint, data, models, train
+from inception_jax import checkpoint, data, evaluate, models
 from inception_jax.data import digits
 
 CONFIGS = {'v1': v1, 'v2': v2, 'v3': v3, 'v4': v4, 'inception_resnet_v1': inception_resnet_v1,
@@ -77,7 +77,7 @@ def read_metrics(workdir: str, split: str = 'train') -> list[dict]:
 
 def final_state(workdir: str, config):
   """The training state of ``workdir``'s latest checkpoint, on the host."""
-  return jax.device_get(train.restore_state(config, workdir)[1])
+  return jax.device_get(evaluate.restore_state(config, workdir)[1])
 
 
 def check_run(workdir: str, results: dict, steps: int) -> None:
