@@ -103,6 +103,21 @@ def _eval_steps(every_epochs: float, steps_per_epoch: float, total: int) -> froz
   return frozenset(chosen)
 
 
+def duration(config, info: data.DatasetInfo) -> tuple[float, int]:
+  """``(steps per epoch, total steps)`` of ``config`` on a dataset of ``info``."""
+  steps_per_epoch = info.num_examples[config.data.train_split] / config.batch_size
+  return steps_per_epoch, (config.total_steps or
+                           optim.epochs_to_steps(config.num_epochs, steps_per_epoch))
+
+
+def seeds(config) -> tuple[int, int]:
+  """``(init_seed, data_seed)``: the initial draw's and the data order's (and augmentation's)
+  seeds, each ``config.seed`` unless set on its own."""
+  init = config.get('init_seed')
+  order = config.get('data_seed')
+  return (config.seed if init is None else init), (config.seed if order is None else order)
+
+
 def init_fn(model, image_size: int) -> Callable[[jax.Array], dict]:
   """``rng -> variables`` of ``model`` at ``image_size`` (eval mode, one image)."""
   def init(rng):
@@ -189,8 +204,7 @@ def build(config, *, info: data.DatasetInfo | None = None, model=None,
     validate(config, mesh)
     info = data.info(config.data)
   num_train = info.num_examples[config.data.train_split]
-  steps_per_epoch = num_train / config.batch_size
-  total = config.total_steps or optim.epochs_to_steps(config.num_epochs, steps_per_epoch)
+  steps_per_epoch, total = duration(config, info)
   model = build_model(config, info.num_classes) if model is None else model
   key = (model, config.data.image_size, optim.switches(config.optimizer), mesh,
          bool(jax.config.jax_enable_x64))
@@ -475,7 +489,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
   host_batches = data.batches(config.data, config.data.train_split,
                               batch_size=mesh_lib.local_batch_size(config.batch_size), train=True,
                               process_index=jax.process_index(),
-                              process_count=jax.process_count(), seed=config.seed,
+                              process_count=jax.process_count(), seed=seeds(config)[1],
                               start_step=first_step)
   batches = prefetch.to_device(host_batches, program.mesh)  # input overlaps compute
   meter = _Meter(program, writer, first_step)
@@ -579,7 +593,7 @@ def _initial_state(program: Program, ckpt) -> tuple[train_state.TrainState, int]
   if latest is not None:
     log.info('resumed from %s at step %d', ckpt.path(latest), latest)
     return state, latest
-  state = program.init(jax.random.PRNGKey(config.seed))
+  state = program.init(jax.random.PRNGKey(seeds(config)[0]))
   if config.init_from:
     state = _load_pretrained(config.init_from, state, program.tx, program.state_sharding)
   return state, 0

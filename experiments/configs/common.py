@@ -24,7 +24,9 @@ does not exist is an error):
   every batch (``optim.ema_step_decay``); 0 = none.
 * ``nonfinite``: at a non-finite loss or gradient, ``'stop'`` the run (nothing written after
   the last good step) or ``'skip'`` that update and count it.
-* ``seed``, ``log_every_steps``, ``eval_every_epochs``, ``checkpoint_every_steps``,
+* ``seed``; ``init_seed`` and ``data_seed`` when the initial draw and the data order (with its
+  augmentation) should have seeds of their own (each defaults to ``seed``).
+* ``log_every_steps``, ``eval_every_epochs``, ``checkpoint_every_steps``,
   ``keep_checkpoints``, ``keep_best_checkpoints``, ``tensorboard``, ``init_from`` (a converted-
   weights directory to fine-tune from, ``python -m inception_jax.convert``).
 * ``restart_if_unrestorable``: when checkpoints exist and none can be read (every one corrupt),
@@ -111,6 +113,9 @@ def base(model: str, image_size: int) -> ml_collections.ConfigDict:
   c.ema_batch = 32
   c.nonfinite = 'stop'  # at a NaN/Inf loss or gradient: 'stop', or 'skip' the update (counted)
   c.seed = 0
+  # Unset: ``seed``. Set one to vary the other alone (a sweep's seeds then move only that one).
+  c.init_seed = config_dict.placeholder(int)  # the initial weights' draw
+  c.data_seed = config_dict.placeholder(int)  # the data order and augmentation
   c.log_every_steps = 100
   c.eval_every_epochs = 1.0
   c.checkpoint_every_steps = 1000

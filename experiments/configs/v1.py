@@ -45,3 +45,16 @@ def get_config(arg=None):
     # 4 epochs fit in 5 minutes on 2 cores; batch 32 gives twice the updates of 64 for them.
     common.quick(c, image_size=65, num_epochs=4, lr=0.025, batch_size=32)
   return c
+
+
+def sweep_recipe(add, arg=None):
+  """The parts of the recipe, one at a time against it: the auxiliary heads (Section 5),
+  v3's label smoothing (Szegedy et al. 2015, Section 7) and v3's RMSProp with clipping at 2.0
+  (its Section 8; the ``:quick`` rate of v3.py) in place of SGD with momentum. The EMA's part is
+  in every run: its raw and averaged weights are both evaluated."""
+  del arg
+  add(name='recipe', baseline=True)
+  add({'loss.aux_weight': 0.0}, name='no aux heads')
+  add({'loss.label_smoothing': 0.1}, name='label smoothing 0.1')
+  add({'optimizer.name': 'rmsprop', 'optimizer.lr': 0.3, 'optimizer.clip_norm': 2.0},
+      name='rmsprop (v3)')
