@@ -1,0 +1,1 @@
+"""Research ablations: sweeps of paired-seed runs, their report and their launchers."""
