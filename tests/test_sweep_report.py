@@ -187,9 +187,14 @@ def test_a_preempted_run_marked_done_is_incomplete(tmp_path):
   run = write_run(d, 'b', 'baseline', 1, top1=50.0)
   with open(os.path.join(run, 'results.json'), 'w') as f:
     json.dump({'preempted_at_step': 40, 'steps': 100}, f)
+  os.makedirs(os.path.join(d, 'runs', 'c'))  # a run directory the runner had not written into
+  write_run(d, 'd', 'baseline', 0, top1=60.0)  # seed 0 again: the first by run id counts
   c = report.collect(d)
-  assert [r.seed for r in c.records] == [0]
-  assert [(p.seed, p.state) for p in c.problems] == [(1, 'incomplete')]
+  assert [(r.seed, r.run_id, r.metrics['top1']) for r in c.records] == [(0, 'a', 50.0)]
+  assert sorted((p.seed, p.run_id, p.state) for p in c.problems if p.seed is not None) == [
+      (0, 'd', 'duplicate'), (1, 'b', 'incomplete')]
+  (unknown,) = [p for p in c.problems if p.seed is None]
+  assert unknown.state == 'unknown' and unknown.line().startswith('run c: unknown: no readable')
 
 
 def test_markdown_states_the_method_and_marks_significance(sweep):

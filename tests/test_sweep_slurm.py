@@ -223,3 +223,38 @@ def test_the_debug_executor_runs_in_this_process(tmp_path):
                       executor='debug')
   (outcome,) = slurm.wait(jobs, poll_s=0.05)
   assert outcome.state == 'done' and outcome.result == {'doubled': 10, 'pid': os.getpid()}
+
+
+def test_the_slurm_job_array_asks_for_what_was_given(tmp_path, monkeypatch):
+  # A stand-in sbatch that keeps the script it is given and answers as SLURM does.
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  sbatch = bin_dir / 'sbatch'
+  sbatch.write_text('#!/bin/sh\ncp "$1" "$(dirname "$0")/submitted.sh"\n'
+                    'echo "Submitted batch job 4242"\n')
+  sbatch.chmod(0o755)
+  (bin_dir / 'srun').write_text('#!/bin/sh\nexit 1\n')  # submitit looks for it to know SLURM
+  (bin_dir / 'srun').chmod(0o755)
+  monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
+  tasks = [WriteTask(str(tmp_path / f'x{v}'), v) for v in range(3)]
+  jobs = slurm.submit(tasks, folder=str(tmp_path / 'jobs'), partition='gpu', nodes=2,
+                      gpus_per_node=8, cpus_per_task=32, timeout_min=240, array_parallelism=2,
+                      name='abl', extra={'slurm_account': 'lab'})
+  assert [j.job_id for j in jobs] == ['4242_0', '4242_1', '4242_2']
+  script = (bin_dir / 'submitted.sh').read_text().splitlines()
+  for line in ('--array=0-2%2', '--partition=gpu', '--nodes=2', '--ntasks-per-node=1',
+               '--gpus-per-node=8', '--cpus-per-task=32', '--time=240', '--signal=USR2@120',
+               '--account=lab', '--job-name=abl'):
+    assert f'#SBATCH {line}' in script, line
+  assert any('srun' in s and 'submitit.core._submit' in s for s in script)
+  # Each array task unpickles the runner and its own run.
+  submission = jobs[1].submission()
+  assert isinstance(submission.function, slurm.Requeueable)
+  assert submission.function.grace_s == 90 and submission.args[0].value == 1
+
+
+def test_slurm_without_slurm_is_a_user_error(tmp_path, monkeypatch):
+  monkeypatch.setenv('PATH', str(tmp_path))  # no srun, no sbatch
+  from inception_jax import errors
+  with pytest.raises(errors.UserError, match='srun'):
+    slurm.submit([WriteTask(str(tmp_path / 'x'), 1)], folder=str(tmp_path / 'jobs'))

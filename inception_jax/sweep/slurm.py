@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -184,6 +185,9 @@ def submit(tasks: Sequence[Callable[[], Any]], *, folder: str, executor: str = '
     return []
   if grace_s is None:
     grace_s = max(signal_delay_s - 30, signal_delay_s / 2)
+  if executor == 'slurm' and shutil.which('srun') is None:
+    raise errors.UserError('the SLURM launcher submits from a machine with SLURM\'s commands: '
+                           '`srun` is not on PATH here')
   ex = submitit.AutoExecutor(folder=folder, cluster=executor,
                              slurm_max_num_timeout=max_num_timeout)
   params: dict[str, Any] = dict(name=name, timeout_min=int(timeout_min), nodes=nodes,
