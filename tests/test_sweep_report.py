@@ -303,3 +303,26 @@ def test_not_a_sweep_directory(tmp_path):
   from inception_jax import errors
   with pytest.raises(errors.UserError, match='no sweep.json'):
     report.collect(str(tmp_path))
+
+
+def test_percentile_interval_where_bca_is_undefined(monkeypatch):
+  # BCa of a mean is finite on any sample that varies; the fallback is a guard, exercised here
+  # by a bootstrap whose BCa interval came out NaN.
+  import dataclasses
+  from scipy import stats
+  real = stats.bootstrap
+
+  def nan_bca(*args, method, **kwargs):
+    result = real(*args, method=method, **kwargs)
+    if method == 'BCa':
+      nan = type(result.confidence_interval)(math.nan, math.nan)
+      result = dataclasses.replace(result, confidence_interval=nan)
+    return result
+
+  monkeypatch.setattr(stats, 'bootstrap', nan_bca)
+  x = np.array([0.0, 1.0, 5.0, 2.0, 9.0])
+  low, high, method = report.interval(x, n_resamples=5000)
+  assert method == 'percentile'
+  means = real((x,), np.mean, n_resamples=5000, method='percentile',
+               rng=np.random.default_rng(report.SEED)).bootstrap_distribution
+  assert (low, high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])), rel=1e-3)

@@ -294,9 +294,9 @@ def interval(values: Iterable[float], *, confidence_level: float = CONFIDENCE_LE
 
   * ``'BCa'``: the bias-corrected and accelerated bootstrap (Efron 1987) of
     ``scipy.stats.bootstrap``, ``n_resamples`` resamples drawn with a generator seeded ``seed``.
-  * ``'percentile'``: where BCa is undefined on a sample that is not constant (its jackknife
-    acceleration or bias correction is not finite, e.g. a resample distribution with all its mass
-    on one side of the estimate), the percentile interval of the same resamples.
+  * ``'percentile'``: where BCa comes out undefined on a sample that is not constant (its
+    acceleration or bias correction not finite; for a mean only through overflow or rounding, so
+    this is a guard), the percentile interval of the same resamples.
   * ``'constant'``: all values are equal; every resample's mean is that value, so the bootstrap
     interval is that point (BCa divides by zero there).
   * ``''`` with NaN bounds: fewer than :data:`MIN_N` values. With two values a bootstrap of the
