@@ -53,8 +53,15 @@ _LAUNCHER = flags.DEFINE_enum('launcher', 'local', ['local', 'slurm'],
                               "'local': on this machine; 'slurm': a SLURM job array through "
                               'submitit, one task per run')
 _SLURM_PARTITION = flags.DEFINE_string('slurm_partition', None, 'with --launcher=slurm')
-_SLURM_GPUS = flags.DEFINE_integer('slurm_gpus', 1, 'with --launcher=slurm: GPUs per run')
-_SLURM_CPUS = flags.DEFINE_integer('slurm_cpus', 8, 'with --launcher=slurm: CPUs per run')
+_SLURM_NODES = flags.DEFINE_integer('slurm_nodes', 1, 'with --launcher=slurm: nodes per run (more '
+                                    'than 1: each run is a multi-host training, one process per '
+                                    'node joining jax.distributed)')
+_SLURM_GPUS = flags.DEFINE_integer('slurm_gpus', 1, 'with --launcher=slurm: GPUs per node')
+_SLURM_CPUS = flags.DEFINE_integer('slurm_cpus', 8, 'with --launcher=slurm: CPUs per process')
+_SLURM_SETUP = flags.DEFINE_multi_string('slurm_setup', [], 'with --launcher=slurm: a shell line '
+                                         'run before each task (a module load, a venv)')
+_NOWAIT = flags.DEFINE_bool('nowait', False, 'with --launcher=slurm: exit after submitting; '
+                            'report later with: python -m experiments.sweep report DIR')
 _SLURM_TIME = flags.DEFINE_integer('slurm_time', 240, 'with --launcher=slurm: minutes per task '
                                    '(a task that runs out is requeued and resumes)')
 _SLURM_PARALLELISM = flags.DEFINE_integer('slurm_parallelism', 8, 'with --launcher=slurm: '
@@ -169,25 +176,37 @@ def _finish(sweep, outcome) -> None:
 
 def _report(directory: str) -> None:
   from inception_jax.sweep import report
-  written = report.summarize(directory)
-  with open(os.path.join(directory, 'summary.md')) as f:
-    print(f.read())
-  print(f'written: {written}')
+  if not os.path.exists(os.path.join(directory, 'sweep.json')):
+    raise errors.UserError(f'{directory} holds no sweep (no sweep.json); give the --workdir of a '
+                           'python -m experiments.sweep run')
+  summary = report.summarize(directory)
+  print(summary.markdown)
+  print('written: ' + ', '.join([summary.csv, summary.markdown_path, *summary.plots]))
 
 
 def _slurm(sweep) -> None:
   from inception_jax.sweep import runner, slurm
   todo = [r for r in sweep.runs if sweep.state(r) != 'done']
-  tasks = [runner.RunTask(sweep.directory, r.id) for r in todo]
+  tasks = [runner.RunTask(sweep.directory, r.id, distributed=_SLURM_NODES.value > 1)
+           for r in todo]
+  extra = {'slurm_setup': list(_SLURM_SETUP.value)} if _SLURM_SETUP.value else None
   jobs = slurm.submit(tasks, folder=os.path.join(sweep.directory, 'slurm'),
                       executor='local' if _SLURM_LOCAL.value else 'slurm',
-                      partition=_SLURM_PARTITION.value, gpus_per_task=_SLURM_GPUS.value,
+                      partition=_SLURM_PARTITION.value, nodes=_SLURM_NODES.value,
+                      gpus_per_node=_SLURM_GPUS.value if not _SLURM_LOCAL.value else None,
                       cpus_per_task=_SLURM_CPUS.value, timeout_min=_SLURM_TIME.value,
-                      array_parallelism=_SLURM_PARALLELISM.value)
+                      array_parallelism=_SLURM_PARALLELISM.value, extra=extra)
   print(f'submitted {len(jobs)} runs of {sweep.directory} ({len(sweep.runs) - len(todo)} '
-        'finished earlier); waiting for them (Ctrl-C leaves them running; relaunch to report)')
-  slurm.wait(jobs)
+        'finished earlier)')
+  if _NOWAIT.value:
+    print(f'report when they are done: python -m experiments.sweep report {sweep.directory}')
+    return
+  outcomes = slurm.wait(jobs)
+  for o in outcomes:
+    print(f'  {o.line()}')
   _report(sweep.directory)
+  if any(o.state != 'done' for o in outcomes):
+    sys.exit(1)
 
 
 if __name__ == '__main__':

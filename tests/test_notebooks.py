@@ -34,7 +34,7 @@ FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters
 # notebook -> the results table it must display (a Markdown header row it contains).
 NOTEBOOKS = {
     'quickstart.ipynb': '| weights | top-1 | top-5 | loss |',
-    'ablation.ipynb': '| run | changed | top-1 |',
+    'ablation.ipynb': '| variant | n | mean [CI] |',
     'pretrained.ipynb': '| split | images | top-1 | top-5 |',
     'fid.ipynb': '| step | FID |',
 }

@@ -203,3 +203,42 @@ def test_vmapped_seeds_equal_their_standalone_runs(tmp_path):
   assert together[0]['eval'] != together[1]['eval'] or not np.allclose(
       [r['loss'] for r in read_metrics(str(tmp_path / 'member0'))],
       [r['loss'] for r in read_metrics(str(tmp_path / 'member1'))])
+
+
+TINY_CONFIG = '''
+from experiments.configs import v1
+
+
+def get_config(arg=None):
+  c = v1.get_config('quick')
+  c.batch_size, c.eval_batch_size, c.total_steps = 8, 120, 2
+  c.eval_every_epochs, c.log_every_steps, c.tensorboard = 0.0, 1, False
+  return c
+
+
+def sweep_lr(add):
+  add(name='base', baseline=True)
+  add({'optimizer.lr': 0.05}, name='double rate')
+'''
+
+
+def test_submitit_local_executor_runs_a_sweep(tmp_path):
+  """--launcher=slurm through submitit's local executor: real processes, one per run."""
+  (tmp_path / 'tiny.py').write_text(TINY_CONFIG)
+  sweep_dir = tmp_path / 'sweep'
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.sweep', f'--config={tmp_path / "tiny.py"}',
+       '--sweep=lr', '--seeds=1', f'--workdir={sweep_dir}', '--launcher=slurm', '--slurm_local',
+       '--slurm_parallelism=1'], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert proc.stdout.count(': done') == 2, proc.stdout
+  sweep = runner.open_sweep(str(sweep_dir))
+  assert [sweep.state(r) for r in sweep.runs] == ['done', 'done']
+  lines = (sweep_dir / 'summary.csv').read_text().splitlines()
+  assert lines[0].startswith('variant,metric,n,mean,ci_low,ci_high,delta,delta_ci_low,'
+                             'delta_ci_high')
+  assert {l.split(',')[0] for l in lines[1:]} == {'base', 'double rate'}
+  for run in sweep.runs:
+    lr = read_metrics(sweep.run_dir(run))[0]['lr']
+    assert lr == pytest.approx(optim.learning_rate(run.config), rel=1e-6)

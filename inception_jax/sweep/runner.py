@@ -444,6 +444,9 @@ def _write_json(path: str, value) -> None:
 
 
 def set_status(sweep: Sweep, run: Run, state: str, **extra: Any) -> None:
+  """Write ``run``'s ``status.json`` (process 0 of a run over several processes)."""
+  if 'jax' in sys.modules and sys.modules['jax'].process_index() != 0:
+    return
   os.makedirs(sweep.run_dir(run), exist_ok=True)
   _write_json(os.path.join(sweep.run_dir(run), STATUS),
               {'state': state, 'variant': run.variant, 'seed': run.seed,
@@ -453,13 +456,10 @@ def set_status(sweep: Sweep, run: Run, state: str, **extra: Any) -> None:
 
 # ----------------------------------------------------------------------------- executing
 
-class Interrupted(Exception):
-  """A run was stopped by a signal (its checkpoint written): the sweep stops, to be relaunched."""
-
-
 def train_one(sweep: Sweep, run: Run) -> dict[str, Any]:
   """Train ``run`` in its directory (resuming from its checkpoint), recording its state; its
-  log lines also go to the run's ``log.txt``."""
+  log lines also go to the run's ``log.txt``. Returns the loop's results (after a preemption
+  signal: ``{'preempted_at_step': N, ...}``, the run's state ``'interrupted'``)."""
   from inception_jax import train
   workdir = sweep.run_dir(run)
   os.makedirs(workdir, exist_ok=True)
@@ -486,8 +486,7 @@ def train_one(sweep: Sweep, run: Run) -> dict[str, Any]:
     handler.close()
   if 'preempted_at_step' in results:
     set_status(sweep, run, 'interrupted', step=results['preempted_at_step'])
-    raise Interrupted(f'{run.id} stopped at step {results["preempted_at_step"]} (checkpoint '
-                      'written)')
+    return results
   set_status(sweep, run, 'done', wall_time_s=results.get('wall_time_s'))
   return results
 
@@ -567,11 +566,12 @@ def execute(sweep: Sweep, *, runner: Callable[[Sweep, Run], Any] = train_one,
              run.id, run.variant, run.seed,
              f' - {previous["state"]} before, resuming' if previous['state'] != 'pending' else '')
     try:
-      runner(sweep, run)
+      results = runner(sweep, run)
+      if isinstance(results, dict) and 'preempted_at_step' in results:
+        outcome.interrupted = (f'{run.id} stopped at step {results["preempted_at_step"]} '
+                               '(checkpoint written)')
+        break
       outcome.done.append(run.id)
-    except Interrupted as err:
-      outcome.interrupted = str(err)
-      break
     except KeyboardInterrupt:
       outcome.interrupted = f'{run.id} interrupted'
       break
@@ -670,12 +670,18 @@ def _execute_parallel(sweep: Sweep, todo: list[Run], outcome: Outcome, parallel:
 
 
 class RunTask:
-  """One run of a sweep as a picklable callable (a SLURM array task, a child process)."""
+  """One run of a sweep as a picklable callable (a SLURM array task, a child process); returns
+  the loop's results (``{'preempted_at_step': N, ...}`` after a preemption signal).
+  ``distributed``: the run spans several processes (SLURM nodes), which first join
+  ``jax.distributed`` (arguments detected from SLURM's environment)."""
 
-  def __init__(self, directory: str, run_id: str):
-    self.directory, self.run_id = directory, run_id
+  def __init__(self, directory: str, run_id: str, distributed: bool = False):
+    self.directory, self.run_id, self.distributed = directory, run_id, distributed
 
   def __call__(self) -> dict[str, Any]:
+    if self.distributed:
+      from inception_jax import mesh
+      mesh.initialize_distributed()
     sweep = open_sweep(self.directory)
     run = next((r for r in sweep.runs if r.id == self.run_id), None)
     if run is None:
@@ -701,13 +707,11 @@ def _main(argv: list[str]) -> int:
   logger.setLevel(logging.INFO)
   logger.propagate = False
   try:
-    RunTask(argv[1], argv[2])()
+    results = RunTask(argv[1], argv[2])()
   except errors.UserError as err:
     print(f'FATAL: {err}', file=sys.stderr)
     return 1
-  except Interrupted:
-    return 130
-  return 0
+  return 130 if 'preempted_at_step' in results else 0
 
 
 if __name__ == '__main__':
