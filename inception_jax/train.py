@@ -47,7 +47,7 @@ class Setup:
   num_classes: int
   num_train: int
   num_eval: int
-  steps_per_epoch: float
+  steps_per_epoch: Any  # fractions.Fraction, exact (optim.steps_per_epoch); 1.0 in evaluate
   total_steps: int
   eval_steps: frozenset[int]  # after these steps (every eval_every_epochs, and the last)
   peak_lr: float
@@ -106,7 +106,7 @@ def setup(config) -> Setup:
   validate(config, mesh)
   info = data.info(config.data)
   num_train = info.num_examples[config.data.train_split]
-  steps_per_epoch = num_train / config.batch_size
+  steps_per_epoch = optim.steps_per_epoch(num_train, config.batch_size)
   total = config.total_steps or optim.epochs_to_steps(config.num_epochs, steps_per_epoch)
   return Setup(config=config, model=build_model(config, info.num_classes),
                num_classes=info.num_classes, num_train=num_train,
@@ -116,15 +116,9 @@ def setup(config) -> Setup:
                peak_lr=optim.learning_rate(config), mesh=mesh)
 
 
-def _eval_steps(every_epochs: float, steps_per_epoch: float, total: int) -> frozenset[int]:
+def _eval_steps(every_epochs: float, steps_per_epoch, total: int) -> frozenset[int]:
   """The steps that end each ``every_epochs`` epochs (rounded), and the last step."""
-  steps_ = {total}
-  if every_epochs > 0:
-    k = 1
-    while (step := optim.epochs_to_steps(k * every_epochs, steps_per_epoch)) < total:
-      steps_.add(step)
-      k += 1
-  return frozenset(steps_)
+  return optim.eval_steps(every_epochs, steps_per_epoch, total)
 
 
 def init_fn(model, image_size: int) -> Callable[[jax.Array], dict]:
@@ -225,7 +219,7 @@ def _report_skipped(host_batches, what: str) -> int:
 
 
 def _eval_line(step: int, s: Setup, m: dict[str, float]) -> str:
-  line = (f'eval @ step {step} (epoch {step / s.steps_per_epoch:.1f}): top-1 {m["top1"]:.2%} '
+  line = (f'eval @ step {step} (epoch {optim.epoch(step, s.steps_per_epoch):.1f}): top-1 {m["top1"]:.2%} '
           f'top-5 {m["top5"]:.2%} loss {m["loss"]:.4f}')
   if 'ema_top1' in m:
     line += (f' | EMA top-1 {m["ema_top1"]:.2%} top-5 {m["ema_top5"]:.2%} '
@@ -435,7 +429,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
            '%.1f steps/epoch, %d steps (%.1f epochs) | %s lr %.4g (= %g x %d / %d)',
            config.model.name, f'{n_params:,}', s.num_classes, config.data.image_size,
            config.data.image_size, s.mesh.size, jax.process_count(), config.batch_size,
-           s.steps_per_epoch, s.total_steps, s.total_steps / s.steps_per_epoch,
+           s.steps_per_epoch, s.total_steps, optim.epoch(s.total_steps, s.steps_per_epoch),
            config.optimizer.name, s.peak_lr, config.optimizer.lr, config.batch_size,
            config.optimizer.lr_batch)
 
@@ -488,7 +482,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
           train_seconds += now - last_log_time
           loads.append(machine.load_average())
           means.update(step_time=dt, images_per_s=config.batch_size / dt,
-                       epoch=step / s.steps_per_epoch)
+                       epoch=optim.epoch(step, s.steps_per_epoch))
           writer.write(step, 'train', means)
           log.info('step %d/%d (%.0f%%, epoch %.1f) | loss %.4f top-1 %.1f%% | lr %.4g grad-norm '
                    '%.3g | %.0f img/s %.3fs/step | ETA %s', step, s.total_steps,
@@ -541,7 +535,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
       'eval_split': config.data.eval_split,
       'eval': eval_metrics,
       'steps': s.total_steps,
-      'epochs': s.total_steps / s.steps_per_epoch,
+      'epochs': optim.epoch(s.total_steps, s.steps_per_epoch),
       'resumed_from_step': first_step,
       'train_time_s': train_seconds,
       'wall_time_s': time.time() - start_time,
