@@ -126,8 +126,8 @@ def schedule(opt, peak_lr: float, steps_per_epoch: float | Fraction) -> optax.Sc
     decayed = peak_lr * jnp.power(jnp.asarray(opt.decay_rate, dtype), k.astype(dtype))
     if warmup:
       # (step + 1) / warmup only where step < warmup: the clamp keeps step + 1 from overflowing.
-      ramp = peak_lr * ((jnp.minimum(step, warmup - 1) + 1) / warmup)
-      decayed = jnp.where(step < warmup, ramp.astype(dtype), decayed)
+      ramp = peak_lr * ((jnp.minimum(step, warmup - 1) + 1).astype(dtype) / warmup)
+      decayed = jnp.where(step < warmup, ramp, decayed)
     return jnp.maximum(decayed, jnp.asarray(opt.min_lr, dtype))
 
   return lr
@@ -187,8 +187,9 @@ def ema_decay(step, decay: float):
   uses it, so the average is meaningful from the first hundred steps on. ``decay`` is per step
   (:func:`ema_step_decay`); ``step`` an integer. In JAX's default float dtype (float64 in a
   float64 run). The train step uses :func:`ema_weight`, ``1 -`` this, rounded once."""
+  dtype = jnp.result_type(float)
   count = _num_updates_plus_10(step)
-  return jnp.minimum(jnp.asarray(decay, jnp.result_type(float)), (count - 9) / count)
+  return jnp.minimum(jnp.asarray(decay, dtype), (count - 9).astype(dtype) / count.astype(dtype))
 
 
 def ema_weight(step, decay: float):
@@ -201,7 +202,7 @@ def ema_weight(step, decay: float):
   of its type's largest value the count saturates)."""
   dtype = jnp.result_type(float)
   count = _num_updates_plus_10(step)
-  return jnp.maximum(jnp.asarray(1.0 - decay, dtype), (9 / count).astype(dtype))
+  return jnp.maximum(jnp.asarray(1.0 - decay, dtype), 9 / count.astype(dtype))
 
 
 __all__ = ['OPTIMIZERS', 'ema_decay', 'ema_step_decay', 'ema_weight', 'epoch', 'epochs_to_steps',
