@@ -41,7 +41,7 @@ def recipe_rows() -> list[str]:
   for name in NAMES:
     c = _config(name, False)
     peak = optim.learning_rate(c)
-    spe = IMAGENET_TRAIN / c.batch_size
+    spe = optim.steps_per_epoch(IMAGENET_TRAIN, c.batch_size)
     total = optim.epochs_to_steps(c.num_epochs, spe)
     ratio = optim.final_lr_ratio(c.optimizer, peak, total, spe)
     ema = optim.ema_step_decay(c)

@@ -24,8 +24,11 @@ Batch = dict[str, jax.Array]
 def train_step(state: TrainState, batch: Batch, *, apply_fn: Callable[..., Any],
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                label_smoothing: float = 0.0, aux_weight: float = 0.0,
-               ema_decay: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step on ``batch``; returns the new state and scalar metrics (on device)."""
+               ema_decay: float = 0.0, ema_floor: jax.Array | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on ``batch``; returns the new state and scalar metrics (on device).
+  The EMA's decay per step is ``ema_decay``, or given as ``ema_floor``, ``1 - decay`` rounded
+  once (:func:`optim.ema_weight_of`; data, when the caller traces it)."""
   dropout_rng = jax.random.fold_in(state.rng, state.step)
   labels, mask = batch['label'], batch['mask']
 
@@ -43,11 +46,21 @@ def train_step(state: TrainState, batch: Batch, *, apply_fn: Callable[..., Any],
       state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  # ema_decay is per step (optim.ema_step_decay); weights and BatchNorm statistics alike.
-  decay = optim.ema_decay(state.step, ema_decay)
-  average = lambda e, p: decay * e + (1.0 - decay) * p  # noqa: E731
-  ema = jax.tree.map(average, state.ema_params, params)
-  ema_stats = jax.tree.map(average, state.ema_batch_stats, batch_stats)
+  # ema_decay is per step (optim.ema_step_decay); weights and BatchNorm statistics alike, as TF's
+  # ExponentialMovingAverage updates them: ema += w * (new - ema), w = 1 - d from
+  # optim.ema_weight. Not d * ema + (1 - d) * new: there the two weights, each rounded, need not
+  # sum to 1, so even the average of a constant drifts, and 1 - d inherits d's rounding (in
+  # float32, 1e-5 of w at batch 1024); here they sum to 1 by construction, w is rounded once
+  # from its exact value, and as the average tracks its weights new - ema is small (exact
+  # within a factor 2, Sterbenz), so the only rounding of ema's size is the final sum's.
+  if ema_floor is None and isinstance(ema_decay, (int, float)) and not ema_decay:
+    ema, ema_stats = params, batch_stats  # no average: exactly the weights
+  else:
+    w = (optim.ema_weight(state.step, ema_decay) if ema_floor is None else
+         optim.ema_weight_of(state.step, ema_floor))
+    average = lambda e, p: e + w.astype(e.dtype) * (p - e)  # noqa: E731
+    ema = jax.tree.map(average, state.ema_params, params)
+    ema_stats = jax.tree.map(average, state.ema_batch_stats, batch_stats)
   metrics = {
       'loss': loss, **parts,
       'top1': losses.masked_mean(losses.topk_correct(logits, labels, 1), mask),

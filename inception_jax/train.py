@@ -28,6 +28,7 @@ import os
 import signal
 import threading
 import time
+from fractions import Fraction
 from typing import Any, Callable
 
 import jax
@@ -92,20 +93,11 @@ def build_model(config, num_classes: int):
   return models.create(config.model.name, num_classes=num_classes, **options)
 
 
-def _eval_steps(every_epochs: float, steps_per_epoch: float, total: int) -> frozenset[int]:
-  """The steps that end each ``every_epochs`` epochs (rounded), and the last step."""
-  chosen = {total}
-  if every_epochs > 0:
-    k = 1
-    while (step := optim.epochs_to_steps(k * every_epochs, steps_per_epoch)) < total:
-      chosen.add(step)
-      k += 1
-  return frozenset(chosen)
-
-
-def duration(config, info: data.DatasetInfo) -> tuple[float, int]:
-  """``(steps per epoch, total steps)`` of ``config`` on a dataset of ``info``."""
-  steps_per_epoch = info.num_examples[config.data.train_split] / config.batch_size
+def duration(config, info: data.DatasetInfo) -> tuple[Fraction, int]:
+  """``(steps per epoch, total steps)`` of ``config`` on a dataset of ``info``: the first the
+  exact ratio of examples to batch (:func:`optim.steps_per_epoch`)."""
+  steps_per_epoch = optim.steps_per_epoch(info.num_examples[config.data.train_split],
+                                          config.batch_size)
   return steps_per_epoch, (config.total_steps or
                            optim.epochs_to_steps(config.num_epochs, steps_per_epoch))
 
@@ -130,13 +122,15 @@ def init_fn(model, image_size: int) -> Callable[[jax.Array], dict]:
   return init
 
 
-def hparams(config, steps_per_epoch: float) -> dict[str, float | int]:
+def hparams(config, steps_per_epoch: Fraction) -> dict[str, float | int]:
   """The run's numbers that the train step takes as data: the optimizer's
-  (:func:`optim.scalars`), ``label_smoothing``, ``aux_weight`` and the EMA's decay per step
-  (:func:`optim.ema_step_decay`)."""
+  (:func:`optim.scalars`), ``label_smoothing``, ``aux_weight``, and the EMA's decay per step
+  (:func:`optim.ema_step_decay`) with ``ema_floor``, ``1 - decay`` computed here in double
+  precision and rounded once to the run's float type (:func:`optim.ema_weight`)."""
+  decay = optim.ema_step_decay(config)
   return dict(optim.scalars(config.optimizer, optim.learning_rate(config), steps_per_epoch),
               label_smoothing=float(config.loss.label_smoothing),
-              aux_weight=float(config.loss.aux_weight), ema_decay=optim.ema_step_decay(config))
+              aux_weight=float(config.loss.aux_weight), ema_decay=decay, ema_floor=1.0 - decay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +144,7 @@ class Program:
   num_classes: int
   num_train: int
   num_eval: int
-  steps_per_epoch: float
+  steps_per_epoch: Fraction  # exact (optim.steps_per_epoch)
   total_steps: int
   eval_steps: frozenset[int]  # evaluate (and checkpoint) after these steps
   peak_lr: float
@@ -222,7 +216,7 @@ def build(config, *, info: data.DatasetInfo | None = None, model=None,
   return Program(
       config=config, model=model, mesh=mesh, num_classes=info.num_classes, num_train=num_train,
       num_eval=info.num_examples[config.data.eval_split], steps_per_epoch=steps_per_epoch,
-      total_steps=total, eval_steps=_eval_steps(config.eval_every_epochs, steps_per_epoch, total),
+      total_steps=total, eval_steps=optim.eval_steps(config.eval_every_epochs, steps_per_epoch, total),
       peak_lr=numbers['peak_lr'], hparams=on_device, tx=tx, **parts)
 
 
@@ -255,7 +249,7 @@ def _train_step(state, numbers, batch, *, apply_fn, switch):
   tx, schedule = optim.transform(switch, numbers)
   return steps.train_step(state, batch, apply_fn=apply_fn, tx=tx, schedule=schedule,
                           label_smoothing=numbers['label_smoothing'],
-                          aux_weight=numbers['aux_weight'], ema_decay=numbers['ema_decay'])
+                          aux_weight=numbers['aux_weight'], ema_floor=numbers['ema_floor'])
 
 
 def _jit_eval_step(apply_fn, mesh, state_sharding):
@@ -328,9 +322,10 @@ def _report_skipped(host_batches, what: str) -> int:
   return skipped
 
 
-def eval_line(step: int, steps_per_epoch: float, m: dict[str, float]) -> str:
+def eval_line(step: int, steps_per_epoch: Fraction, m: dict[str, float]) -> str:
   """One log line of held-out metrics ``m`` after ``step``."""
-  line = (f'eval @ step {step} (epoch {step / steps_per_epoch:.1f}): top-1 {m["top1"]:.2%} '
+  line = (f'eval @ step {step} (epoch {optim.epoch(step, steps_per_epoch):.1f}): '
+          f'top-1 {m["top1"]:.2%} '
           f'top-5 {m["top5"]:.2%} loss {m["loss"]:.4f}')
   if 'ema_top1' in m:
     line += (f' | EMA top-1 {m["ema_top1"]:.2%} top-5 {m["ema_top5"]:.2%} '
@@ -399,7 +394,7 @@ class _Meter:
     self.train_seconds += now - self.last_time
     self.loads.append(machine.load_average())
     means.update(step_time=dt, images_per_s=p.config.batch_size / dt,
-                 epoch=step / p.steps_per_epoch)
+                 epoch=optim.epoch(step, p.steps_per_epoch))
     self.writer.write(step, 'train', means)
     log.info('step %d/%d (%.0f%%, epoch %.1f) | loss %.4f top-1 %.1f%% | lr %.4g grad-norm '
              '%.3g | %.0f img/s %.3fs/step | ETA %s', step, p.total_steps,
@@ -560,7 +555,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
       'eval_split': config.data.eval_split,
       'eval': eval_metrics,
       'steps': program.total_steps,
-      'epochs': program.total_steps / program.steps_per_epoch,
+      'epochs': optim.epoch(program.total_steps, program.steps_per_epoch),
       'resumed_from_step': first_step,
       'train_time_s': meter.train_seconds,
       'wall_time_s': time.time() - start_time,
@@ -606,8 +601,8 @@ def _log_start(program: Program) -> None:
            '%.1f steps/epoch, %d steps (%.1f epochs) | %s lr %.4g (= %g x %d / %d)',
            config.model.name, f'{n_params:,}', program.num_classes, config.data.image_size,
            config.data.image_size, program.mesh.size, jax.process_count(), config.batch_size,
-           program.steps_per_epoch, program.total_steps,
-           program.total_steps / program.steps_per_epoch, config.optimizer.name,
+           float(program.steps_per_epoch), program.total_steps,
+           optim.epoch(program.total_steps, program.steps_per_epoch), config.optimizer.name,
            program.peak_lr, config.optimizer.lr, config.batch_size, config.optimizer.lr_batch)
 
 

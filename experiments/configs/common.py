@@ -4,7 +4,8 @@ Fields (each can be overridden on the command line, ``--config.optimizer.lr=0.1`
 does not exist is an error):
 
 * ``model.name``; ``model.options``: ``models.create`` options (``dropout_rate``, ``aux_logits``,
-  ``variant``, a Conventions field such as ``bn_momentum``; unset ones keep the model's default).
+  ``variant``, a Conventions field such as ``bn_momentum``; unset ones keep the model's default);
+  ``bn_running_var='unbiased'`` in every recipe (TF-slim's trainer; :func:`base`).
 * ``dtype``: compute dtype, ``'float32'`` or ``'bfloat16'`` (parameters, BatchNorm statistics,
   losses and the optimizer stay in float32).
 * ``data``: ``name`` (``'imagenet2012'``, any TFDS name, ``'imagefolder:PATH'``, ``'digits'``,
@@ -80,6 +81,12 @@ def base(model: str, image_size: int) -> ml_collections.ConfigDict:
   c.model.options = ml_collections.ConfigDict()
   c.model.options.dropout_rate = config_dict.placeholder(float)
   c.model.options.bn_momentum = config_dict.placeholder(float)
+  # BatchNorm's running variance averages the unbiased batch variance, n / (n - 1) times the
+  # biased one, as the trainer of the published TF-slim checkpoints did (TF1's fused batch norm,
+  # tensorflow/core/kernels/fused_batch_norm_op.cc, under TF-slim's train_image_classifier.py)
+  # and Algorithm 2 of the BatchNorm paper (Ioffe & Szegedy 2015); 'biased' is Keras 3's choice
+  # (models.conventions.Conventions.bn_running_var), for reproducing a Keras run.
+  c.model.options.bn_running_var = 'unbiased'
   c.dtype = 'bfloat16'
 
   c.data = data_fields(IMAGENET, image_size)

@@ -124,7 +124,7 @@ def train_members(configs: Sequence[Any], workdirs: Sequence[str], *,
         if step % config.log_every_steps == 0 or last:
           for i in range(k):
             means = {key: float(np.mean([m[key][i] for m in fetched])) for key in fetched[0]}
-            means['epoch'] = step / program.steps_per_epoch
+            means['epoch'] = optim.epoch(step, program.steps_per_epoch)
             writers[i].write(step, 'train', means)
           losses = [float(np.mean([m['loss'][i] for m in fetched])) for i in range(k)]
           log.info('%d members: step %d/%d | loss %s', k, step, program.total_steps,
@@ -161,7 +161,7 @@ def train_members(configs: Sequence[Any], workdirs: Sequence[str], *,
     results = {
         'model': c.model.name, 'dataset': c.data.name, 'eval_split': c.data.eval_split,
         'eval': eval_metrics[i], 'steps': program.total_steps,
-        'epochs': program.total_steps / program.steps_per_epoch,
+        'epochs': optim.epoch(program.total_steps, program.steps_per_epoch),
         'resumed_from_step': first_step, 'train_time_s': train_seconds / k,
         'wall_time_s': (time.time() - start_time) / k, 'load_average_1min': None,
         'skipped_train_examples': 0,
