@@ -78,11 +78,7 @@ def validate(config, mesh=None) -> None:
     raise errors.ConfigError(
         'data.image_size', f'config.data.image_size={size} is below the minimum input size of '
                            f'{entry.name} ({entry.min_size})')
-  info = data.info(config.data)  # ConfigError for an unknown or missing dataset
-  for field in ('train_split', 'eval_split'):
-    if config.data[field] not in info.num_examples:
-      raise errors.ConfigError(f'data.{field}', f'config.data.{field}={config.data[field]!r}; '
-                               f'{config.data.name} has splits {sorted(info.num_examples)}')
+  data.check_splits(config.data)  # ConfigError for an unknown, missing or split-less dataset
 
 
 def build_model(config, num_classes: int):
@@ -462,6 +458,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
       for step in range(first_step + 1, s.total_steps + 1):
         batch = next(batches)
         if compiled is None:
+          log.info('compiling the train step ...')
           t0 = time.time()
           compiled = train_step.lower(state, batch).compile()
           log.info('train step compiled in %.1fs', time.time() - t0)
