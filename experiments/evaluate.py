@@ -28,6 +28,18 @@ flags.mark_flags_as_required(['config'])
 flags.mark_flags_as_mutual_exclusive(['workdir', 'weights'], required=True)
 
 
+def _check_weights(config, weights: str) -> None:
+  """A converted-weights directory that classifies the config's dataset, or one line."""
+  from inception_jax import data, pretrained
+  meta = pretrained.load_meta(weights)
+  classes, have = meta['options'].get('num_classes'), data.info(config.data).num_classes
+  if classes != have:
+    raise errors.UserError(
+        f'--weights={weights} classifies {classes} classes, {config.data.name} has {have}; '
+        f'evaluate weights of this dataset, or fine-tune these with --config.init_from={weights} '
+        '(python -m experiments.train)')
+
+
 @entry.exit_on_user_error
 def main(argv):
   if len(argv) > 1:
@@ -45,6 +57,8 @@ def main(argv):
                                 training=False)
   if not _DRY_RUN.value:
     cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
+  if _WEIGHTS.value:
+    _check_weights(config, _WEIGHTS.value)
   from inception_jax import summary, train
   lines = summary.lines(config, cli.config_defaults(), source=cli.config_source(),
                         mode='evaluate')
