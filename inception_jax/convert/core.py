@@ -91,7 +91,7 @@ def _torch_load(path: str):
   try:
     return torch.load(path, map_location='cpu', weights_only=True)
   except pickle.UnpicklingError as err:
-    found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(err))
+    found = re.search(r'(?i)unsupported(?: global:)? GLOBAL ([\w.]+)', str(err))
     if found:  # pickled objects, such as a whole model: loading them would run their code
       raise WeightsFileError(
           f'{path} holds a pickled {found.group(1)} (a whole model saved with '
