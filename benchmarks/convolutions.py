@@ -19,7 +19,6 @@ of the other benchmarks.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os

@@ -193,9 +193,14 @@ def make_workdir(workdir: str) -> str:
 
 def check_data(config) -> None:
   """:class:`~inception_jax.errors.ConfigError` for a dataset that is not there or not prepared,
-  or that lacks the configured splits; before JAX (a TFDS dataset's check imports
-  tensorflow_datasets, not TensorFlow)."""
+  or that lacks the configured splits; before JAX, and before ``--distributed`` starts it. A TFDS
+  dataset that the run may prepare (``config.data.download``, a manual download) is left to the
+  run: this prepares nothing."""
   from inception_jax import data
+  if data.kind(config.data.name) == 'tfds':
+    from inception_jax.data import tfds
+    if not tfds.is_prepared(config.data):
+      return
   data.check_splits(config.data)
 
 

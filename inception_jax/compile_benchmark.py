@@ -14,7 +14,6 @@ medians; refuses to start on a loaded machine as the other benchmarks do (``--al
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys

@@ -139,6 +139,13 @@ def test_convert_another_architecture_and_a_pickled_model(tmp_path):
   import re
   assert int(re.search(r'inception_v3: (\d+) of', line).group(1)) <= 2, line  # fc only
   assert len(line) < 400, line  # a summary, not a list of the 287 keys
+  # The right flags: one line saying what was written (orbax's INFO logging stays quiet).
+  proc = _run('inception_jax.convert', '--model', 'googlenet', '--source', 'torchvision',
+              '--weights', str(tmp_path / 'googlenet.safetensors'), '--out', str(tmp_path / 'v1'))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert (proc.stdout + proc.stderr).strip().splitlines() == [
+      f'wrote inception_v1 (torchvision weights, 1000 classes) to {tmp_path / "v1"}']
+  assert sorted(os.listdir(tmp_path / 'v1')) == ['model.json', 'variables']
   torch.save(torch.nn.Linear(2, 2), tmp_path / 'model.pth')  # the whole module, pickled
   proc = _run('inception_jax.convert', '--model', 'inception_v3', '--source', 'torchvision',
               '--weights', str(tmp_path / 'model.pth'), '--out', str(tmp_path / 'o'))

@@ -268,5 +268,6 @@ def _dummy(model):
   return jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
 
 
-__all__ = ['ConversionError', 'UnsupportedError', 'WeightsFileError', 'closest_architecture', 'from_keras', 'from_torch', 'keras_converter', 'supported',
-           'torch_converter', 'load_state_dict']
+__all__ = ['ConversionError', 'UnsupportedError', 'WeightsFileError', 'closest_architecture',
+           'from_keras', 'from_torch', 'keras_converter', 'load_state_dict', 'supported',
+           'torch_converter']

@@ -61,8 +61,9 @@ def main(argv=None) -> int:
     default = {'pretrainedmodels': 'caffe_bgr', 'facenet': 'facenet'}.get(source, 'inception')
     preprocess = PREPROCESS[args.preprocess or default]
   out = pretrained.save(out, name, module, variables, preprocess=preprocess, source=source)
+  from inception_jax import models
   classes = module.num_classes or 'no'
-  print(f'wrote {name} ({source} weights, {classes} classes) to {out}')
+  print(f'wrote {models.info(name).name} ({source} weights, {classes} classes) to {out}')
   return 0
 
 

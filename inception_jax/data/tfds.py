@@ -88,6 +88,24 @@ def _manual_dir(b, config) -> str:
   return manual or os.path.join(b.data_dir_root, 'downloads', 'manual')
 
 
+def is_prepared(config) -> bool:
+  """Whether ``config``'s dataset is prepared, without TensorFlow and without preparing it; a
+  :class:`~inception_jax.errors.ConfigError` for one that is unknown, or not prepared and not
+  allowed to be (``config.download`` off, no manual download)."""
+  import tensorflow_datasets as tfds
+  try:
+    b = tfds.builder(dataset_name(config),
+                     data_dir=os.path.expanduser(_field(config, 'data_dir')) or None)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise errors.ConfigError(
+        'data.name', f'unknown dataset {config.name!r}: neither a dataset of '
+                     f'inception_jax.data ({_known_datasets()}) nor a TFDS dataset') from None
+  if b.is_prepared():
+    return True
+  _refuse_unprepared(b, config)
+  return False
+
+
 def _refuse_unprepared(b, config) -> None:
   """A dataset without a manual download that ``config.data.download`` does not let us fetch."""
   manual = bool(getattr(b, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None))
