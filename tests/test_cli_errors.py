@@ -7,6 +7,7 @@ or TensorFlow is imported (the config, workdir and data checks), so each costs a
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -91,8 +92,9 @@ def test_train_dry_run_prints_the_summary_and_stops_before_compiling(tmp_path):
   # 1438 digits at 64 a step, 4 epochs: 90 steps; the rate scales with the batch (lr_batch 32).
   assert 'steps: 90 (4.01 epochs of 22.5 steps)' in out
   assert 'peak 0.1 (= 0.05 x 64 / 32)' in out
-  assert 'batch: 64 global, 64 per device' in out or 'per device' in out
-  assert 'EMA: ' in out and 'devices: ' in out
+  devices = int(re.search(r'^devices: (\d+) ', out, re.M).group(1))
+  assert f'batch: 64 global, {64 // devices} per device' in out
+  assert 'EMA: 0.9998 per step (0.9999 per 32 images)' in out  # 0.9999 ** (64 / 32)
   assert not (tmp_path / 'w').exists() and not (tmp_path / 'cache').exists()
   assert 'Compiling' not in proc.stderr and 'compiling' not in proc.stderr, proc.stderr[-2000:]
 
@@ -136,7 +138,6 @@ def test_convert_another_architecture_and_a_pickled_model(tmp_path):
               '--weights', str(tmp_path / 'googlenet.safetensors'), '--out', str(tmp_path / 'o'))
   line = _one_line(proc, f'of {len(state)} keys match; it looks like inception_v1',
                    '--model inception_v1 --source torchvision')
-  import re
   assert int(re.search(r'inception_v3: (\d+) of', line).group(1)) <= 2, line  # fc only
   assert len(line) < 400, line  # a summary, not a list of the 287 keys
   # The right flags: one line saying what was written (orbax's INFO logging stays quiet).
