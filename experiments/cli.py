@@ -155,8 +155,9 @@ def setup_logging(quiet: bool = False) -> None:
   log.propagate = False
   if flags.FLAGS['verbosity'].present:
     return
-  entry.quiet(VERBOSE.value)
-  if VERBOSE.value:
+  verbose = flags.FLAGS.is_parsed() and VERBOSE.value  # a notebook parses no flags
+  entry.quiet(verbose)
+  if verbose:
     absl_logging.set_verbosity(absl_logging.INFO)
 
 
