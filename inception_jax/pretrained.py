@@ -86,7 +86,8 @@ KNOWN: dict[str, dict[str, Any]] = {
     'torch_fidelity/inception-2015-12-05': dict(
         model='inception_v3_fid', source='torch_fidelity', preprocess=FID,
         url='https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/'
-            'weights-inception-2015-12-05-6726825d.pth'),
+            'weights-inception-2015-12-05-6726825d.pth',
+        sha256='6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2'),
 }
 
 
