@@ -19,7 +19,6 @@ of the other benchmarks.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -29,7 +28,7 @@ import time
 from typing import Any, NamedTuple
 
 from benchmarks import jax_timing
-from inception_jax import machine
+from inception_jax import entry, machine
 
 
 class ConvShape(NamedTuple):
@@ -255,20 +254,22 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-  p = argparse.ArgumentParser(prog='python -m benchmarks.convolutions',
+  p = entry.ArgumentParser(prog='python -m benchmarks.convolutions',
                               description=__doc__.split('\n\n')[0])
-  p.add_argument('--model', default='inception_v3')
-  p.add_argument('--batch', type=int, default=8)
+  p.add_argument('--model', default='inception_v3', help='model name or alias')
+  p.add_argument('--batch', type=int, default=8, help='images per timed call')
   p.add_argument('--image_size', type=int, default=0, help="default: the model's native size")
-  p.add_argument('--warmup', type=int, default=2)
+  p.add_argument('--warmup', type=int, default=2, help='untimed calls first')
   p.add_argument('--repeats', type=int, default=5, help='timed calls; the median is reported')
-  p.add_argument('--compare', choices=['torch'], default=None)
+  p.add_argument('--compare', choices=['torch'], default=None,
+                 help='also time the PyTorch counterpart')
   p.add_argument('--cpu_convolutions', choices=['ynnpack', 'xla'], default='ynnpack',
                  help="XLA:CPU's convolutions (inception_jax.machine.set_cpu_convolutions)")
-  p.add_argument('--json', default='')
-  p.add_argument('--markdown', default='')
+  p.add_argument('--json', default='', help='write the results here as JSON')
+  p.add_argument('--markdown', default='', help='write the table here as markdown')
   machine.add_idle_flags(p)
   args = p.parse_args(argv)
+  entry.quiet(args.verbose)
   if args.repeats < 3:
     p.error(f'--repeats must be at least 3 (a median of three calls or more), got {args.repeats}')
   used = machine.set_cpu_convolutions(args.cpu_convolutions, 0, training=True)  # before JAX starts
@@ -297,4 +298,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(entry.run(main))

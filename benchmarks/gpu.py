@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Any
 
+from inception_jax import entry
+
 # The models in priority order: v3 first, then those timm has, then the others.
 ORDER = ('inception_v3', 'inception_v4', 'inception_resnet_v2', 'xception', 'inception_v1',
          'inception_v2', 'inception_resnet_v1')
@@ -107,23 +109,26 @@ def write_markdown(path: str, rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-  p = argparse.ArgumentParser(prog='python -m benchmarks.gpu', description=__doc__.split('\n\n')[0])
-  p.add_argument('--out', default=os.environ.get('OUT') or 'gpu_results')
+  p = entry.ArgumentParser(prog='python -m benchmarks.gpu', description=__doc__.split('\n\n')[0])
+  p.add_argument('--out', default=os.environ.get('OUT') or 'gpu_results',
+                 help='folder for the results (default $OUT, else gpu_results)')
   p.add_argument('--budget', type=float, default=480.0, help='seconds for everything')
   p.add_argument('--models', default='', help='default: all, in priority order')
-  p.add_argument('--modes', default=','.join(MODES))
-  p.add_argument('--variants', default=','.join(VARIANTS))
-  p.add_argument('--dtype', default='bfloat16')
-  p.add_argument('--train_batch', type=int, default=128)
-  p.add_argument('--infer_batch', type=int, default=256)
+  p.add_argument('--modes', default=','.join(MODES), help='comma-separated, of ' + ', '.join(MODES))
+  p.add_argument('--variants', default=','.join(VARIANTS),
+                 help='comma-separated, of ' + ', '.join(VARIANTS))
+  p.add_argument('--dtype', default='bfloat16', help='compute dtype')
+  p.add_argument('--train_batch', type=int, default=128, help='images per train step')
+  p.add_argument('--infer_batch', type=int, default=256, help='images per inference call')
   p.add_argument('--image_size', type=int, default=0, help="default: each model's native size")
-  p.add_argument('--steps', type=int, default=20)
-  p.add_argument('--warmup', type=int, default=3)
-  p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--steps', type=int, default=20, help='timed steps per run')
+  p.add_argument('--warmup', type=int, default=3, help='untimed steps after compilation')
+  p.add_argument('--repeats', type=int, default=3, help='timed runs; the median is reported')
   p.add_argument('--dry_run', action='store_true',
                  help='CPU check of this script: inception_v1 at 65 px, batch 2, 2 steps, eager')
   p.add_argument('--job', default='', help=argparse.SUPPRESS)  # model,mode,variant (a child)
   args = p.parse_args(argv)
+  entry.quiet(args.verbose)
   if args.dry_run:
     args.models = args.models or 'inception_v1'
     args.variants = 'jax,torch_eager'
@@ -178,4 +183,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(entry.run(main))

@@ -32,7 +32,7 @@ import tempfile
 from typing import Any
 
 from benchmarks import jax_timing, mfu, report
-from inception_jax import errors, machine, models
+from inception_jax import entry, errors, machine, models
 
 DTYPES = ('float32', 'bfloat16')
 
@@ -113,13 +113,13 @@ def _run_all(args) -> tuple[list[dict[str, Any]], list[str]]:
   return results, failed
 
 
-def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog='python -m benchmarks.throughput',
+def parser() -> entry.ArgumentParser:
+  p = entry.ArgumentParser(prog='python -m benchmarks.throughput',
                               description=__doc__.split('\n\n')[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--model', help='a model name or alias (python -m inception_jax.models)')
   p.add_argument('--all', action='store_true', help='every model, train and infer')
-  p.add_argument('--mode', default='train', choices=mfu.MODES)
+  p.add_argument('--mode', default='train', choices=mfu.MODES, help='what is timed')
   p.add_argument('--batch', type=int, default=8, help='images per step (global)')
   p.add_argument('--infer_batch', type=int, default=0, help='--all: infer batch (default --batch)')
   p.add_argument('--dtype', default='float32', choices=DTYPES, help='compute dtype')
@@ -145,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Any] | list[dict[str, Any]]:
   p = parser()
   args = p.parse_args(argv)
+  entry.quiet(args.verbose)
   if args.all == bool(args.model):
     p.error('give --model NAME or --all')
   for field in ('batch', 'steps'):
@@ -184,4 +185,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | list[dict[str, Any]]
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(entry.run(main))

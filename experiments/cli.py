@@ -1,6 +1,8 @@
-"""What ``experiments.train`` and ``experiments.evaluate`` share: the ``--config`` flag, logging,
-JAX's persistent compilation cache (``--compilation_cache``) and the CPU's convolution library
-(``--cpu_convolutions``)."""
+"""What ``experiments.train`` and ``experiments.evaluate`` share: the ``--config`` flag, logging
+(``--verbose``), the checks that refuse a bad config name or workdir in one line before JAX is
+imported, JAX's persistent compilation cache (``--compilation_cache``) and the CPU's convolution
+library (``--cpu_convolutions``). A user's mistake ends in one line, ``FATAL: <message>``
+(:mod:`inception_jax.entry`)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from inception_jax import machine
+from inception_jax import entry, errors, machine
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 
@@ -54,6 +56,19 @@ def enable_compilation_cache(directory: str | None) -> str | None:
   return directory
 
 
+VERBOSE = flags.DEFINE_bool(
+    'verbose', False, "show other libraries' INFO and WARNING logging (orbax, absl, TensorFlow); "
+    'off by default')
+
+
+class ConfigFileError(errors.UserError):
+  """``--config`` names no config file, or one whose argument it does not take."""
+
+
+class WorkdirError(errors.UserError):
+  """``--workdir`` cannot be a directory this process writes."""
+
+
 # XLA:CPU's convolution library: inception_jax.machine.set_cpu_convolutions.
 CPU_CONVOLUTIONS = flags.DEFINE_enum(
     'cpu_convolutions', 'auto', list(machine.CPU_CONVOLUTIONS),
@@ -64,8 +79,15 @@ CPU_CONVOLUTIONS = flags.DEFINE_enum(
     '--xla_cpu_experimental_ynn_fusion_type')
 
 
+def config_files() -> list[str]:
+  """The config files of experiments/configs/ (``v1.py``, ...)."""
+  return sorted(f for f in os.listdir(CONFIG_DIR)
+                if f.endswith('.py') and not f.startswith('_') and f != 'common.py')
+
+
 def resolve_config_path(argv: list[str]) -> list[str]:
-  """A bare config file name (``--config=v1.py:quick``) names a file of experiments/configs/."""
+  """A bare config file name (``--config=v1.py:quick``) names a file of experiments/configs/;
+  :class:`ConfigFileError` for a name that is neither a file nor a config of that folder."""
   out = []
   for i, arg in enumerate(argv):
     if i and argv[i - 1] == '--config':  # "--config FILE" form
@@ -82,25 +104,133 @@ def _resolve(spec: str) -> str:
     candidate = os.path.join(CONFIG_DIR, path)
     if os.path.exists(candidate):
       path = candidate
+  if path and not os.path.isfile(path):
+    raise ConfigFileError(_no_config_file(spec))
   return path + sep + arg
+
+
+def _no_config_file(spec: str) -> str:
+  path, sep, arg = spec.partition(':')
+  base, names = os.path.basename(path), config_files()
+  if not base.endswith('.py') and (base + '.py' in names or os.path.isfile(path + '.py')):
+    return (f'--config={spec}: no such file; config files end in .py: '
+            f'--config={path}.py{sep}{arg}')
+  near = difflib.get_close_matches(base, names, n=1)
+  return (f'--config={spec}: no such config file; the configs are {", ".join(names)} (a bare '
+          f'name is one of experiments/configs/, e.g. --config=v1.py:quick; or give the path of '
+          f'your own)' + (f'; did you mean --config={near[0]}{sep}{arg}?' if near else ''))
+
+
+def _user_error_in(err: BaseException) -> errors.UserError | None:
+  """The first :class:`UserError` raised under ``err`` (absl and config_flags wrap it)."""
+  found, seen = None, set()
+  while err is not None and id(err) not in seen:
+    seen.add(id(err))
+    if isinstance(err, errors.UserError):
+      found = err  # the innermost one: the wrappers repeat it with their traceback
+    err = err.__cause__ or err.__context__
+  return found
+
+
+def _config_spec(argv: list[str]) -> str | None:
+  """What ``--config`` was given, as typed."""
+  spec = None
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      spec = arg[len('--config='):]
+    elif arg == '--config' and i + 1 < len(argv):
+      spec = argv[i + 1]
+  return spec
 
 
 def setup_logging(quiet: bool = False) -> None:
   """Our progress lines on stderr (warnings only when ``quiet``, e.g. on processes other than
-  the first); other libraries (orbax, absl) at their warnings only."""
+  the first); other libraries (orbax, absl, TensorFlow) at their errors only, unless
+  ``--verbose`` (or absl's own ``--verbosity``)."""
   handler = logging.StreamHandler()
   handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', datefmt='%H:%M:%S'))
   log = logging.getLogger('inception_jax')
   log.handlers[:] = [handler]
   log.setLevel(logging.WARNING if quiet else logging.INFO)
   log.propagate = False
-  if not flags.FLAGS['verbosity'].present:
-    absl_logging.set_verbosity(absl_logging.WARNING)
+  if flags.FLAGS['verbosity'].present:
+    return
+  verbose = flags.FLAGS.is_parsed() and VERBOSE.value  # a notebook parses no flags
+  entry.quiet(verbose)
+  if verbose:
+    absl_logging.set_verbosity(absl_logging.INFO)
+
+
+def check_workdir(workdir: str) -> str:
+  """The absolute ``workdir``, or :class:`WorkdirError` when it is a file, lies under a file, or
+  lies in a directory this user cannot write. Creates nothing."""
+  path = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise WorkdirError(f'--workdir={workdir} is a file, not a directory; give a new directory '
+                       '(or the workdir of the run to resume)')
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise WorkdirError(f'--workdir={workdir}: {existing} is a file, so no directory can be made '
+                       'under it; give a workdir elsewhere')
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise WorkdirError(f'--workdir={workdir}: {existing} is not writable by this user; give a '
+                       'workdir in a directory you can write')
+  return path
+
+
+def make_workdir(workdir: str) -> str:
+  """:func:`check_workdir`, then make it; a failure (a read-only file system, a full disk) is a
+  :class:`WorkdirError` naming the directory."""
+  path = check_workdir(workdir)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as err:
+    raise WorkdirError(f'--workdir={workdir}: cannot make {path} ({err.strerror}); give a '
+                       'workdir in a directory you can write') from None
+  return path
+
+
+def check_data(config) -> None:
+  """:class:`~inception_jax.errors.ConfigError` for a dataset that is not there or not prepared,
+  or that lacks the configured splits; before JAX, and before ``--distributed`` starts it. A TFDS
+  dataset that the run may prepare (``config.data.download``, a manual download) is left to the
+  run: this prepares nothing."""
+  from inception_jax import data
+  if data.kind(config.data.name) == 'tfds':
+    from inception_jax.data import tfds
+    if not tfds.is_prepared(config.data):
+      return
+  data.check_splits(config.data)
+
+
+def config_source() -> str:
+  """The ``--config`` value as given (``v1.py:quick``)."""
+  return _config_spec(_ORIGINAL_ARGV) or 'the config file'
+
+
+def config_defaults():
+  """The config that ``--config`` names, without the ``--config.x`` overrides: what the run's
+  summary compares with."""
+  return _config_alone(_PARSED_ARGV)
+
+
+_PARSED_ARGV: list[str] = []
+_ORIGINAL_ARGV: list[str] = []
 
 
 def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
-  """absl flag parsing, with an unknown config field reported in one line."""
-  argv = resolve_config_path(argv)
+  """absl flag parsing; a bad ``--config`` name, an unknown config field or argument, a missing
+  flag: one line."""
+  global _PARSED_ARGV, _ORIGINAL_ARGV
+  _ORIGINAL_ARGV = list(argv)
+  spec = _config_spec(argv)
+  try:
+    argv = resolve_config_path(argv)
+  except errors.UserError as err:
+    sys.exit(entry.fatal(err))
+  _PARSED_ARGV = argv
   try:
     return flag_values(argv)
   except (AttributeError, KeyError):  # config_flags: an override of a field that is not there
@@ -112,7 +242,10 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
         sys.exit(f'FATAL: --config.{match.group(1)}: the config has no field {missing}')
     raise
   except flags.Error as err:
-    sys.exit(f'FATAL flags parsing error: {err}\nPass --helpshort or --helpfull to see help.')
+    user = _user_error_in(err)
+    if user is not None:  # a config's get_config refused its argument
+      sys.exit(entry.fatal(f'--config={spec}: {user}'))
+    sys.exit(entry.fatal(f'{err} (see --helpfull)'))
 
 
 def _missing(config, path: list[str]) -> str | None:

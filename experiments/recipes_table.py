@@ -19,6 +19,7 @@ import os
 from absl import app, flags
 
 from experiments import cli
+from inception_jax import entry, errors
 
 NAMES = ('v1', 'v2', 'v3', 'v4', 'inception_resnet_v1', 'inception_resnet_v2', 'xception')
 IMAGENET_TRAIN = 1_281_167
@@ -58,7 +59,7 @@ def quick_rows(root: str, names=NAMES) -> list[str]:
   from inception_jax import train
   unknown = sorted(set(names) - set(NAMES))
   if unknown:
-    raise app.UsageError(f'--names: unknown configs {unknown}; known: {", ".join(NAMES)}')
+    raise errors.UserError(f'--names: unknown configs {unknown}; known: {", ".join(NAMES)}')
   rows = ['| config | steps (batch) | top-1 raw | top-1 EMA | wall time | load average |',
           '|---|---|---|---|---|---|']
   for name in names:
@@ -78,6 +79,7 @@ def quick_rows(root: str, names=NAMES) -> list[str]:
   return rows
 
 
+@entry.exit_on_user_error
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -88,4 +90,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -13,52 +13,75 @@ share of the batch); two processes on one CPU machine:
       --coordinator_address=localhost:12355 --num_processes=2 --process_id=$i & done; wait
 """
 
+import logging
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from inception_jax import errors, machine
+from inception_jax import entry, errors, machine
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file (FILE[:ARG])',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'directory for checkpoints, metrics and results')
+_DRY_RUN = flags.DEFINE_bool(
+    'dry_run', False, 'print what the run would do (the config fields that differ from the '
+    "file's, steps, epochs, peak rate, EMA decay per step, devices, batch per device) and stop "
+    'before compiling; creates nothing')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'call jax.distributed.initialize() first: several processes train '
     'together, each feeding its share of the global batch (on TPU pods and SLURM/Kubernetes '
     'clusters the arguments below are detected)')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'with --distributed: host:port of process 0')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'with --distributed')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'with --distributed')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'with --distributed: how many processes train together')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   "with --distributed: this process' index, 0 to "
+                                   'num_processes - 1')
 flags.mark_flags_as_required(['config', 'workdir'])
 
+log = logging.getLogger('inception_jax.train')
 
+
+@entry.exit_on_user_error
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup_logging()
+  config, dry_run = _CONFIG.value, _DRY_RUN.value
+  cli.check_workdir(_WORKDIR.value)  # before JAX: a file, or under one
+  cli.check_data(config)  # before JAX: not prepared, no such folder or split
   from inception_jax import models
-  machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, _CONFIG.value.data.image_size,
-                                training=True,
-                                depthwise=models.info(_CONFIG.value.model.name).depthwise)
-  cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
+  try:
+    depthwise = models.info(config.model.name).depthwise
+  except ValueError as err:
+    raise errors.ConfigError('model.name', str(err)) from None
+  machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, config.data.image_size,
+                                training=True, depthwise=depthwise)
+  if not dry_run:
+    cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
   import jax
   if _DISTRIBUTED.value:
     from inception_jax import mesh
     mesh.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if jax.process_index():
       cli.setup_logging(quiet=True)
-  from inception_jax import checkpoint, train
+  from inception_jax import checkpoint, summary, train
+  lines = summary.lines(config, cli.config_defaults(), source=cli.config_source(), mode='train')
+  if dry_run:
+    print('\n'.join(lines))
+    return
+  for line in lines:
+    log.info('%s', line)
+  cli.make_workdir(_WORKDIR.value)
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except errors.ConfigError as err:  # a config that cannot run: one line, no traceback
-    sys.exit(f'FATAL: {err}')
+    train.train_and_evaluate(config, _WORKDIR.value)
   except FloatingPointError as err:  # a non-finite loss: the step, and what was kept
-    sys.exit(f'FATAL: {err}')
+    sys.exit(entry.fatal(err))
   except checkpoint.CheckpointError as err:  # storage: the step, the path, and what was kept
-    sys.exit(f'FATAL: {err}')
+    sys.exit(entry.fatal(err))
 
 
 if __name__ == '__main__':

@@ -14,16 +14,16 @@ medians; refuses to start on a loaded machine as the other benchmarks do (``--al
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
+import sys
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from inception_jax import machine, models
+from inception_jax import entry, machine, models
 
 
 def measure(name: str, *, scan: bool, batch: int, size: int, repeats: int,
@@ -75,16 +75,17 @@ def measure(name: str, *, scan: bool, batch: int, size: int, repeats: int,
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--model', default='inception_resnet_v2')
-  parser.add_argument('--batch', type=int, default=2)
-  parser.add_argument('--size', type=int, default=299)
-  parser.add_argument('--repeats', type=int, default=3)
-  parser.add_argument('--steps', type=int, default=5)
+  parser = entry.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--model', default='inception_resnet_v2', help='model name or alias')
+  parser.add_argument('--batch', type=int, default=2, help='images per step')
+  parser.add_argument('--size', type=int, default=299, help='input side')
+  parser.add_argument('--repeats', type=int, default=3, help='compilations timed per layout')
+  parser.add_argument('--steps', type=int, default=5, help='timed steps after each compilation')
   parser.add_argument('--layouts', default='scan,unrolled',
                       help="comma-separated subset of 'scan' and 'unrolled'")
   machine.add_idle_flags(parser)
   args = parser.parse_args(argv)
+  entry.quiet(args.verbose)
   layouts = args.layouts.split(',')
   if not set(layouts) <= {'scan', 'unrolled'}:
     parser.error(f"--layouts takes 'scan' and/or 'unrolled', got {args.layouts!r}")
@@ -111,4 +112,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(entry.run(main))

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from inception_jax import checkpoint, data, mesh as mesh_lib, train, train_state
+from inception_jax import checkpoint, data, errors, mesh as mesh_lib, train, train_state
 
 log = logging.getLogger('inception_jax.evaluate')
 
@@ -96,7 +96,8 @@ def _checked_info(config, model, weights: str) -> data.DatasetInfo:
   train.validate(config)
   info = data.info(config.data)
   if model.num_classes != info.num_classes:
-    raise ValueError(f'{weights} classifies {model.num_classes} classes, '
-                     f'{config.data.name} has {info.num_classes}')
+    raise errors.UserError(f'--weights={weights} classifies {model.num_classes} classes, '
+                           f'{config.data.name} has {info.num_classes}: convert it with '
+                           f'--num_classes={info.num_classes}, or evaluate on its own dataset')
   return info
 

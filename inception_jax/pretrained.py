@@ -12,8 +12,10 @@ online; offline, the error says which file to put where.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -24,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inception_jax import models
+from inception_jax import errors, models
 from inception_jax.models.conventions import Conventions
 
 FORMAT_VERSION = 1
@@ -84,8 +86,63 @@ KNOWN: dict[str, dict[str, Any]] = {
     'torch_fidelity/inception-2015-12-05': dict(
         model='inception_v3_fid', source='torch_fidelity', preprocess=FID,
         url='https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/'
-            'weights-inception-2015-12-05-6726825d.pth'),
+            'weights-inception-2015-12-05-6726825d.pth',
+        sha256='6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2'),
 }
+
+
+class WeightsNotFoundError(errors.UserError, FileNotFoundError):
+  """A path that should be a converted-weights directory is not one."""
+
+
+class WeightsFormatError(errors.UserError, ValueError):
+  """A converted-weights directory this version cannot read, or unknown published weights."""
+
+
+class OutputExistsError(errors.UserError, FileExistsError):
+  """:func:`save` refuses to replace an existing directory."""
+
+
+class DownloadError(errors.UserError, RuntimeError):
+  """Published weights that could not be fetched; the message says where to put the file."""
+
+
+class ChecksumError(errors.UserError, ValueError):
+  """A file of published weights whose SHA-256 is not the published one."""
+
+
+# torch.hub's file names carry the first hex digits of the file's SHA-256 (``name-<hash>.pth``).
+_HUB_HASH = re.compile(r'-([0-9a-f]{8,64})\.[a-z]+$')
+
+
+def published_sha256(key: str) -> str | None:
+  """The published SHA-256 of ``KNOWN[key]`` (or a prefix of it), where one is known: the entry's
+  ``sha256``, else the hash in a torch.hub file name."""
+  entry = KNOWN[key]
+  if entry.get('sha256'):
+    return entry['sha256']
+  match = _HUB_HASH.search(entry['url'])
+  return match.group(1) if match else None
+
+
+def sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _check_sha256(key: str, path: str, shown: str) -> None:
+  """:class:`ChecksumError` when ``path`` (named ``shown``) is not the file published as ``key``."""
+  want = published_sha256(key)
+  if want is None:
+    return
+  got = sha256(path)
+  if not got.startswith(want):
+    raise ChecksumError(
+        f'{shown}: SHA-256 {got[:16]}... is not the published {want[:16]}... of {key} '
+        f'({KNOWN[key]["url"]}); the file is damaged or another one: delete it and fetch it again')
 
 
 def cache_dir() -> str:
@@ -94,25 +151,39 @@ def cache_dir() -> str:
 
 
 def fetch(key: str, directory: str | None = None) -> str:
-  """Local path of the published weights ``key`` (see ``KNOWN``), downloading them if needed."""
+  """Local path of the published weights ``key`` (see ``KNOWN``), downloading them if needed.
+
+  A file already in ``directory`` (the cache, or put there by hand) and a download are checked
+  against the published SHA-256 where one is known (:class:`ChecksumError`).
+  """
   if key not in KNOWN:
-    raise ValueError(f'unknown weights {key!r}; known: {", ".join(sorted(KNOWN))}')
+    raise WeightsFormatError(f'unknown weights {key!r}; known: {", ".join(sorted(KNOWN))}')
   url = KNOWN[key]['url']
   directory = directory or cache_dir()
   path = os.path.join(directory, key.replace('/', '__') + os.path.splitext(url)[1])
   if os.path.exists(path):
+    _check_sha256(key, path, path)
     return path
   os.makedirs(directory, exist_ok=True)
+  tmp = None
   try:
     with urllib.request.urlopen(url, timeout=60) as response, \
         tempfile.NamedTemporaryFile(dir=directory, delete=False) as tmp:
       shutil.copyfileobj(response, tmp)
+    _check_sha256(key, tmp.name, f'the download of {url}')
     os.replace(tmp.name, path)
+  except ChecksumError:
+    os.remove(tmp.name)
+    raise
   except (urllib.error.URLError, OSError, TimeoutError) as err:
-    raise RuntimeError(
+    if tmp is not None and os.path.exists(tmp.name):
+      os.remove(tmp.name)
+    raise DownloadError(
         f'could not download {key} from {url} ({err}). Offline: fetch that file on a machine '
         f'with network access and put it at {path} (or set INCEPTION_JAX_CACHE to the folder '
-        f'holding it), or pass the file itself to inception_jax.convert.from_torch(...).') from err
+        f'holding it), or convert the file itself (python -m inception_jax.convert --model '
+        f'{KNOWN[key]["model"]} --source {KNOWN[key]["source"]} --weights FILE --out DIR).'
+    ) from err
   return path
 
 
@@ -144,40 +215,68 @@ def describe(module) -> dict[str, Any]:
   return out
 
 
-def save(directory: str, name: str, module, variables, *, preprocess: dict | None = None,
-         source: str | None = None) -> str:
-  """Write ``variables`` of ``module`` (registry ``name``) as an orbax checkpoint + model.json.
-
-  Refuses to overwrite an existing directory, so a good checkpoint is never replaced by accident.
-  """
-  import orbax.checkpoint as ocp
+def check_new_directory(directory: str) -> str:
+  """The absolute ``directory``, or :class:`OutputExistsError` when something is there."""
   directory = os.path.abspath(directory)
   if os.path.exists(directory):
-    raise FileExistsError(f'{directory} exists; choose a new directory for converted weights')
+    raise OutputExistsError(f'{directory} exists; choose a new directory for converted weights '
+                            '(nothing there was changed)')
+  return directory
+
+
+def save(directory: str, name: str, module, variables, *, preprocess: dict | None = None,
+         source: str | None = None, classes: list[str] | None = None) -> str:
+  """Write ``variables`` of ``module`` (registry ``name``) as an orbax checkpoint + model.json.
+
+  ``classes``: the class names in index order, for ``predict`` (default: none recorded;
+  ``predict`` then names the classes of a 1000-class model by ImageNet's and others by index).
+  Refuses to overwrite an existing directory, so a good checkpoint is never replaced by accident;
+  the directory appears whole or not at all.
+  """
+  import orbax.checkpoint as ocp
+  directory = check_new_directory(directory)
   variables = {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
   meta = {'format': FORMAT_VERSION, 'model': models.info(name).name, 'options': describe(module),
           'preprocess': preprocess or dict(INCEPTION), 'source': source}
+  if classes is not None:
+    if len(classes) != getattr(module, 'num_classes', len(classes)):
+      raise ValueError(f'{len(classes)} class names for a model of {module.num_classes} classes')
+    meta['classes'] = [str(c) for c in classes]
   tmp = directory + '.partial'
   if os.path.exists(tmp):
     shutil.rmtree(tmp)
   os.makedirs(tmp)
-  with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(os.path.join(tmp, 'variables'), jax.device_get(variables))
-  with open(os.path.join(tmp, 'model.json'), 'w') as f:
-    json.dump(meta, f, indent=2)
+  try:
+    with ocp.StandardCheckpointer() as ckpt:
+      ckpt.save(os.path.join(tmp, 'variables'), jax.device_get(variables))
+    with open(os.path.join(tmp, 'model.json'), 'w') as f:
+      json.dump(meta, f, indent=2)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
   os.replace(tmp, directory)
   return directory
 
 
 def load_meta(directory: str) -> dict[str, Any]:
+  """The ``model.json`` of a converted-weights directory; :class:`WeightsNotFoundError` when
+  ``directory`` is not one, :class:`WeightsFormatError` when it is unreadable."""
   path = os.path.join(directory, 'model.json')
+  if not os.path.isdir(directory):
+    raise WeightsNotFoundError(f'{directory}: no such directory; converted weights are a '
+                               'directory made by `python -m inception_jax.convert --out DIR`')
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{directory} is not a converted-weights directory (no model.json); '
-                            'create one with `python -m inception_jax.convert`')
-  with open(path) as f:
-    meta = json.load(f)
-  if meta.get('format') != FORMAT_VERSION:
-    raise ValueError(f'{path}: unsupported format {meta.get("format")!r}')
+    raise WeightsNotFoundError(f'{directory} is not a converted-weights directory (no model.json);'
+                               ' create one with `python -m inception_jax.convert`')
+  try:
+    with open(path) as f:
+      meta = json.load(f)
+  except ValueError as err:
+    raise WeightsFormatError(f'{path}: not JSON ({err}); convert the weights again') from None
+  if not isinstance(meta, dict) or meta.get('format') != FORMAT_VERSION:
+    raise WeightsFormatError(f'{path}: unsupported format '
+                             f'{meta.get("format") if isinstance(meta, dict) else meta!r}; '
+                             'convert the weights again with this version')
   return meta
 
 

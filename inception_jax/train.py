@@ -70,11 +70,7 @@ def validate(config, mesh=None) -> None:
     raise errors.ConfigError(
         'data.image_size', f'config.data.image_size={size} is below the minimum input size of '
                            f'{entry.name} ({entry.min_size})')
-  info = data.info(config.data)  # ConfigError for an unknown or missing dataset
-  for field in ('train_split', 'eval_split'):
-    if config.data[field] not in info.num_examples:
-      raise errors.ConfigError(f'data.{field}', f'config.data.{field}={config.data[field]!r}; '
-                               f'{config.data.name} has splits {sorted(info.num_examples)}')
+  data.check_splits(config.data)  # ConfigError for an unknown, missing or split-less dataset
 
 
 def build_model(config, num_classes: int):

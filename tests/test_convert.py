@@ -5,6 +5,7 @@ per-architecture parity lives in tests/test_parity_<family>.py.
 """
 
 import functools
+import json
 import logging
 import os
 import re
@@ -39,14 +40,19 @@ def _apply(module, variables, x):
   return np.asarray(jax.jit(functools.partial(module.apply, train=False))(variables, x))
 
 
-def test_state_dict_of_another_architecture_names_every_key():
+def test_state_dict_of_another_architecture_says_what_it_looks_like():
+  """Not a list of every key: how many match, and the conversion that would take them."""
   torch.manual_seed(0)
   other = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+  state = other.state_dict()
+  total = sum(1 for k in state if not k.endswith('num_batches_tracked'))
   with pytest.raises(convert.ConversionError) as err:
-    convert.from_torch('inception_v1', other.state_dict(), source='torchvision')
+    convert.from_torch('inception_v1', state, source='torchvision')
   msg = str(err.value)
-  assert 'missing in the source' in msg and 'conv1.conv.weight' in msg
-  assert 'unexpected in the source' in msg and 'Mixed_5b.branch1x1.conv.weight' in msg
+  assert re.fullmatch(rf'cannot convert a torchvision state dict to inception_v1: [0-2] of {total} '
+                      rf'keys match; it looks like inception_v3 \({total} of {total} keys match a '
+                      r'torchvision inception_v3\): --model inception_v3 --source torchvision',
+                      msg), msg
 
 
 def test_missing_unexpected_and_misshaped_tensors_reported_together(reference):
@@ -136,7 +142,8 @@ def test_weight_files_load_without_pickle(reference, tmp_path, fmt):
 def test_pickled_code_is_refused(tmp_path):
   path = str(tmp_path / 'evil.pth')
   torch.save({'model': _Evil()}, path)
-  with pytest.raises(Exception, match='(?i)weights_only|unsupported|global'):
+  with pytest.raises(convert.WeightsFileError,
+                     match=r'holds a pickled \S*system .*Save its weights instead'):
     convert.load_state_dict(path)
 
 
@@ -172,6 +179,32 @@ def test_fetch_offline_says_which_file_goes_where(tmp_path, monkeypatch):
   assert pretrained.fetch('timm/inception_v3.tf_in1k', str(tmp_path)).endswith('.safetensors')
 
 
+def test_cached_files_are_checked_against_the_published_sha256(tmp_path, monkeypatch):
+  def offline(*a, **k):
+    raise urllib.error.URLError('no network')
+  monkeypatch.setattr(pretrained.urllib.request, 'urlopen', offline)
+  # torch.hub names carry the hash's first digits (googlenet-1378be20.pth).
+  assert pretrained.published_sha256('torchvision/googlenet') == '1378be20'
+  placed = tmp_path / 'torchvision__googlenet.pth'
+  placed.write_bytes(b'some other file')
+  with pytest.raises(pretrained.ChecksumError, match=r'torchvision__googlenet.pth: SHA-256 '
+                                                     r'[0-9a-f]{16}\.\.\. is not the published '
+                                                     r'1378be20\.\.\. of torchvision/googlenet'):
+    pretrained.fetch('torchvision/googlenet', str(tmp_path))
+  assert placed.exists()  # the user's file is theirs to delete
+  monkeypatch.setitem(pretrained.KNOWN['torchvision/googlenet'], 'sha256',
+                      pretrained.sha256(str(placed)))
+  assert pretrained.fetch('torchvision/googlenet', str(tmp_path)) == str(placed)
+
+
+def test_predict_class_names():
+  from inception_jax import predict
+  assert predict.class_names({'classes': ['ant', 'bee']}, 2) == ['ant', 'bee']
+  assert predict.class_names({}, 1000) == pretrained.imagenet_classes()
+  assert predict.class_names({}, 3) == ['0', '1', '2']
+  assert predict.class_names({'classes': ['ant']}, 3) == ['0', '1', '2']  # not this model's
+
+
 def test_convert_and_predict_cli_on_a_real_photo(reference, tmp_path, capsys):
   """A new user's path: state dict file -> converted directory -> top-5 for a photo."""
   skimage_data = require('skimage.data')
@@ -188,7 +221,8 @@ def test_convert_and_predict_cli_on_a_real_photo(reference, tmp_path, capsys):
   bad = str(tmp_path / 'broken.jpg')
   open(bad, 'wb').write(b'not a jpeg')
   capsys.readouterr()
-  assert predict.main(['--model', 'inception_v1', '--weights', out, photo, bad]) == 0
+  # The unreadable file is reported after the others are printed, and the exit status says so.
+  assert predict.main(['--model', 'inception_v1', '--weights', out, photo, bad]) == 1
   printed = capsys.readouterr()
   rows = re.findall(r'^\s*(\d)\. (.*?)\s+([\d.]+)%\s+\(class (\d+)\)$', printed.out, re.M)
   assert [int(r[0]) for r in rows] == [1, 2, 3, 4, 5]
@@ -197,3 +231,10 @@ def test_convert_and_predict_cli_on_a_real_photo(reference, tmp_path, capsys):
   probs = [float(p) for _, _, p, _ in rows]
   assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 100.01
   assert 'broken.jpg: cannot read image' in printed.err
+  # --json: the same top classes, machine-readable; the same batch shape (no new compilation).
+  assert predict.main(['--weights', out, '--json', '--top', '3', photo, photo]) == 0
+  got = json.loads(capsys.readouterr().out)
+  assert got['model'] == 'inception_v1' and got['unreadable'] == []
+  assert [c['class'] for c in got['images'][0]['top']] == [int(r[3]) for r in rows[:3]]
+  assert got['images'][0]['top'] == got['images'][1]['top']
+  assert got['images'][0]['top'][0]['name'] == rows[0][1]

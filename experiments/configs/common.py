@@ -61,6 +61,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from inception_jax import errors
 from inception_jax.data import defaults
 
 # ImageNet-1k (ILSVRC-2012): the papers' dataset. The input pipeline for it is registered in
@@ -222,10 +223,15 @@ def quick(c: ml_collections.ConfigDict, *, image_size: int, num_epochs: float, l
   return c
 
 
+class ConfigArgumentError(errors.UserError, ValueError):
+  """A ``get_config`` argument the configs do not take (``--config=v1.py:quik``)."""
+
+
 def parse_arg(arg: str | None) -> bool:
   """``get_config``'s argument: None for the paper recipe, ``'quick'`` for the CPU version."""
   if arg in (None, ''):
     return False
   if arg == 'quick':
     return True
-  raise ValueError(f'unknown config argument {arg!r}; the configs take none or ":quick"')
+  raise ConfigArgumentError(f'unknown config argument {arg!r}; the configs take none (the paper '
+                            'recipe) or ":quick" (the CPU version)')

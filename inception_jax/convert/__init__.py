@@ -20,9 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inception_jax import models
-from inception_jax.convert.core import (ConversionError, KerasReader, TorchReader, assemble,
-                                        flatten, load_state_dict, unflatten)
+from inception_jax import errors, models
+from inception_jax.convert import core
+from inception_jax.convert.core import (ConversionError, KerasReader, TorchReader,
+                                        WeightsFileError, assemble, flatten, load_state_dict,
+                                        unflatten)
 
 log = logging.getLogger('inception_jax.convert')
 
@@ -45,6 +47,14 @@ class Converter:
 
 _TORCH: dict[tuple[str, str], Converter] = {}
 _KERAS: dict[str, Converter] = {}
+
+# Below this share of a state dict's keys used by the conversion, the state dict is taken for
+# another architecture's: the error then names the closest one instead of listing every key.
+ANOTHER_ARCHITECTURE = 0.5
+
+
+class UnsupportedError(errors.UserError, ValueError):
+  """A model, source or option this package cannot convert."""
 
 
 def torch_converter(model: str, sources: tuple[str, ...], *, heads: tuple[tuple[str, ...], ...],
@@ -102,18 +112,60 @@ def from_torch(name: str, state_dict: Any, *, source: str, num_classes: int | No
     **options: further create() options (``dtype``, ``dropout_rate``, ...).
   """
   _load_converters()
-  model = models.info(name).name
+  model = _model_name(name)
   if source not in TORCH_SOURCES:
-    raise ValueError(f'source must be one of {TORCH_SOURCES}, got {source!r}')
+    raise UnsupportedError(f'source must be one of {TORCH_SOURCES}, got {source!r}')
   conv = _TORCH.get((source, model))
   if conv is None:
     have = sorted(m for s, m in _TORCH if s == source)
-    raise ValueError(f'no {source} converter for {model}; {source} converts: {have}')
-  reader = TorchReader(load_state_dict(state_dict))
-  implied = conv.fn(reader, source)
+    raise UnsupportedError(f'no {source} converter for {model}; {source} converts: {have}')
+  state = load_state_dict(state_dict)
+  reader = TorchReader(state)
+  try:
+    implied = conv.fn(reader, source)
+  except KeyError as err:  # a converter that reads a key the state dict lacks, such as fc
+    reader.missing.append(str(err.args[0]) if err.args else '?')
+    implied = None
+  used, total = reader.match_count()
+  if used < ANOTHER_ARCHITECTURE * total:
+    raise ConversionError(f'cannot convert a {source} state dict to {model}: {used} of {total} '
+                          f'keys match; {closest_architecture(state, source)}')
+  if implied is None:
+    raise ConversionError(f'cannot convert a {source} state dict to {model}: missing in the '
+                          f'source: {", ".join(reader.missing)}')
   return _finish(model, reader, conv, implied, num_classes, drop_background,
                  {'conventions': 'torch', **conv.options, **options},
                  what=f'a {source} state dict to {model}')
+
+
+def _model_name(name: str) -> str:
+  try:
+    return models.info(name).name
+  except ValueError as err:
+    raise UnsupportedError(str(err)) from None
+
+
+def closest_architecture(state, source: str | None = None) -> str:
+  """What the state dict looks like: the registered conversion that uses most of its keys (on a
+  tie, one of ``source``), as a sentence with the flags that convert it."""
+  _load_converters()
+  best = None
+  for (src, model), conv in _TORCH.items():
+    reader = TorchReader(state)
+    try:
+      conv.fn(reader, src)
+    except Exception:  # noqa: BLE001 - a converter meeting foreign keys: it matched too few
+      pass
+    used, total = reader.match_count()
+    rank = (used, src == source)
+    if best is None or rank > best[0]:
+      best = (rank, src, model, used, total)
+  if best is None or best[3] == 0:
+    keys = sorted(state)[:3]
+    return f'it matches none of the known architectures (its first keys: {", ".join(keys)})'
+  _, src, model, used, total = best
+  return (f'it looks like {model} ({used} of {total} keys match a {src} {model}): '
+          f'--model {model} --source {src}')
 
 
 def from_keras(name: str, model_or_path: Any, *, num_classes: int | None = None,
@@ -124,10 +176,10 @@ def from_keras(name: str, model_or_path: Any, *, num_classes: int | None = None,
   its backend); Keras' ``.weights.h5``/``.h5`` files hold arrays only, no code.
   """
   _load_converters()
-  model = models.info(name).name
+  model = _model_name(name)
   conv = _KERAS.get(model)
   if conv is None:
-    raise ValueError(f'no Keras converter for {model}; Keras converts: {sorted(_KERAS)}')
+    raise UnsupportedError(f'no Keras converter for {model}; Keras converts: {sorted(_KERAS)}')
   if isinstance(model_or_path, (str, os.PathLike)):
     model_or_path = _build_keras(model, os.fspath(model_or_path))
   reader = KerasReader.from_model(model_or_path)
@@ -142,14 +194,18 @@ KERAS_APPLICATIONS = {'inception_v3': 'InceptionV3', 'inception_resnet_v2': 'Inc
 
 
 def _build_keras(model: str, path: str):
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'no Keras weights file at {path}')
+  if not os.path.isfile(path):
+    raise core.WeightsFileNotFoundError(f'{path}: no such Keras weights file')
   import keras
   ctor = getattr(keras.applications, KERAS_APPLICATIONS[model])
   try:
-    return ctor(weights=path)
-  except ValueError:  # a notop file
-    return ctor(weights=path, include_top=False, pooling='avg')
+    try:
+      return ctor(weights=path)
+    except ValueError:  # a notop file
+      return ctor(weights=path, include_top=False, pooling='avg')
+  except (OSError, ValueError) as err:
+    raise WeightsFileError(f'{path}: not a Keras weights file of {KERAS_APPLICATIONS[model]} '
+                           f'({core._first_line(err)})') from None
 
 
 def _finish(model, reader, conv: Converter, implied, num_classes, drop_background, options,
@@ -162,7 +218,7 @@ def _finish(model, reader, conv: Converter, implied, num_classes, drop_backgroun
 
   if drop_background:
     if source_classes != 1001:
-      raise ValueError(f'drop_background needs a 1001-class checkpoint; this one has '
+      raise UnsupportedError(f'drop_background needs a 1001-class checkpoint; this one has '
                        f'{source_classes} classes')
     for path in [p for p in flat if in_head(p)]:
       flat[path] = flat[path][..., 1:]
@@ -212,5 +268,6 @@ def _dummy(model):
   return jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
 
 
-__all__ = ['ConversionError', 'from_keras', 'from_torch', 'keras_converter', 'supported',
-           'torch_converter', 'load_state_dict']
+__all__ = ['ConversionError', 'UnsupportedError', 'WeightsFileError', 'closest_architecture',
+           'from_keras', 'from_torch', 'keras_converter', 'load_state_dict', 'supported',
+           'torch_converter']

@@ -14,30 +14,37 @@ The directory is what ``python -m inception_jax.predict --weights DIR`` and trai
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
-from inception_jax import convert, pretrained
+from inception_jax import entry, pretrained
+
+PREPROCESS = {'inception': pretrained.INCEPTION, 'imagenet': pretrained.IMAGENET,
+              'caffe_bgr': pretrained.CAFFE_BGR, 'facenet': pretrained.FACENET}
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--known', choices=sorted(pretrained.KNOWN),
-                      help='published weights by their library name')
-  parser.add_argument('--model', help='our model name (with --weights)')
-  parser.add_argument('--source', choices=[*convert.TORCH_SOURCES, 'keras'])
+  from inception_jax import convert
+  parser = entry.ArgumentParser(prog='python -m inception_jax.convert', description=__doc__)
+  parser.add_argument('--known', metavar='NAME',
+                      help='published weights by their library name, one of: '
+                           + ', '.join(sorted(pretrained.KNOWN)))
+  parser.add_argument('--model', help='our model name (with --weights; python -m '
+                                      'inception_jax.models lists them)')
+  parser.add_argument('--source', choices=[*convert.TORCH_SOURCES, 'keras'],
+                      help='the library whose weights --weights holds (with --weights)')
   parser.add_argument('--weights', help='.pth/.bin/.safetensors state dict, or Keras .h5 file')
-  parser.add_argument('--num-classes', type=int, default=None,
-                      help='classes of the converted model (default: the checkpoint\'s)')
-  parser.add_argument('--drop-background', action='store_true',
+  parser.add_argument('--num_classes', '--num-classes', type=int, default=None,
+                      help="classes of the converted model (default: the checkpoint's; 0: no "
+                           'classifier; another number: a new, freshly initialised one)')
+  parser.add_argument('--drop_background', '--drop-background', action='store_true',
                       help='1001-class TF checkpoints: drop class 0 (background)')
-  parser.add_argument('--preprocess', choices=['inception', 'imagenet', 'caffe_bgr', 'facenet'],
+  parser.add_argument('--preprocess', choices=sorted(PREPROCESS),
                       help='input normalisation the weights expect (default: by source)')
   parser.add_argument('--out', required=True, help='new directory to write')
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format='%(message)s')
+  entry.progress_logging(args.verbose, logging.INFO if args.verbose else logging.WARNING)
+  out = pretrained.check_new_directory(args.out)  # before any download or conversion
 
   kw = dict(num_classes=args.num_classes, drop_background=args.drop_background)
   if args.known:
@@ -52,13 +59,13 @@ def main(argv=None) -> int:
     else:
       module, variables = convert.from_torch(name, args.weights, source=source, **kw)
     default = {'pretrainedmodels': 'caffe_bgr', 'facenet': 'facenet'}.get(source, 'inception')
-    preprocess = {'inception': pretrained.INCEPTION, 'imagenet': pretrained.IMAGENET,
-                  'caffe_bgr': pretrained.CAFFE_BGR,
-                  'facenet': pretrained.FACENET}[args.preprocess or default]
-  out = pretrained.save(args.out, name, module, variables, preprocess=preprocess, source=source)
-  print(f'wrote {name} ({source}) to {out}')
+    preprocess = PREPROCESS[args.preprocess or default]
+  out = pretrained.save(out, name, module, variables, preprocess=preprocess, source=source)
+  from inception_jax import models
+  classes = module.num_classes or 'no'
+  print(f'wrote {models.info(name).name} ({source} weights, {classes} classes) to {out}')
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(entry.run(main))

@@ -14,14 +14,26 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from inception_jax import errors
+
 Path = tuple[str, ...]
 
 # PyTorch bookkeeping that has no counterpart in a flax variable tree.
 _IGNORED_SUFFIXES = ('num_batches_tracked',)
 
 
-class ConversionError(ValueError):
-  """A state dict that does not fit the architecture; the message lists every offending key."""
+class ConversionError(errors.UserError, ValueError):
+  """A state dict that does not fit the architecture; the message lists every offending key, or,
+  for the weights of another architecture, says how many keys match and what they look like."""
+
+
+class WeightsFileError(errors.UserError, ValueError):
+  """A weights file that is missing, not a weights file, or holds pickled objects rather than a
+  state dict."""
+
+
+class WeightsFileNotFoundError(WeightsFileError, FileNotFoundError):
+  """No file at the given path."""
 
 
 # ------------------------------------------------------------------------------- loading
@@ -30,24 +42,33 @@ def load_state_dict(obj: Any) -> dict[str, np.ndarray]:
   """A torch ``state_dict()`` (tensors or arrays) or a file path -> ``{name: float32 array}``.
 
   ``.safetensors`` files are read with ``safetensors.numpy`` (no torch needed); ``.pth``/``.bin``/
-  ``.pt`` files with ``torch.load(weights_only=True)``, which refuses to run pickled code.
+  ``.pt`` files with ``torch.load(weights_only=True)``, which refuses to run pickled code. A
+  file that is missing, unreadable, or holds a pickled whole model raises
+  :class:`WeightsFileError` with the one thing to do about it.
   """
   if isinstance(obj, (str, os.PathLike)):
     path = os.fspath(obj)
-    if not os.path.exists(path):
-      raise FileNotFoundError(f'no weights file at {path}')
+    if not os.path.isfile(path):
+      raise WeightsFileNotFoundError(f'{path}: no such weights file')
     if path.endswith('.safetensors'):
       from safetensors.numpy import load_file
-      obj = load_file(path)
+      try:
+        obj = load_file(path)
+      except Exception as err:  # noqa: BLE001 - safetensors' own error types vary by version
+        raise WeightsFileError(f'{path}: not a readable safetensors file ({_first_line(err)})'
+                               ) from None
     elif path.endswith(('.pth', '.pt', '.bin', '.ckpt')):
-      import torch
-      obj = torch.load(path, map_location='cpu', weights_only=True)
+      obj = _torch_load(path)
       for key in ('state_dict', 'model', 'model_state_dict'):  # common training-loop wrappers
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
           obj = obj[key]
     else:
-      raise ValueError(f'unknown weights format {path!r}: expected .safetensors, .pth, .pt, '
-                       '.bin or .ckpt')
+      raise WeightsFileError(f'{path}: unknown weights format; expected .safetensors, .pth, '
+                             '.pt, .bin or .ckpt')
+    if not isinstance(obj, Mapping):
+      raise WeightsFileError(
+          f'{path} holds a {type(obj).__name__}, not a state dict; save the model\'s weights: '
+          'torch.save(model.state_dict(), PATH) or safetensors.torch.save_file(...)')
   if not isinstance(obj, Mapping):
     raise TypeError(f'expected a state dict (a mapping of names to tensors), got {type(obj)}')
   out = {}
@@ -57,6 +78,30 @@ def load_state_dict(obj: Any) -> dict[str, np.ndarray]:
           else value.detach().cpu().numpy()
     out[str(name)] = np.asarray(value)
   return out
+
+
+def _first_line(err: BaseException) -> str:
+  return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def _torch_load(path: str):
+  import pickle
+
+  import torch
+  try:
+    return torch.load(path, map_location='cpu', weights_only=True)
+  except pickle.UnpicklingError as err:
+    found = re.search(r'(?i)unsupported(?: global:)? GLOBAL ([\w.]+)', str(err))
+    if found:  # pickled objects, such as a whole model: loading them would run their code
+      raise WeightsFileError(
+          f'{path} holds a pickled {found.group(1)} (a whole model saved with '
+          'torch.save(model)?), not a state dict; loading it would run its code. Save its '
+          'weights instead: torch.save(model.state_dict(), PATH) or '
+          'safetensors.torch.save_file(model.state_dict(), PATH)') from None
+    raise WeightsFileError(f'{path}: not a PyTorch weights file (torch.load with '
+                           'weights_only=True cannot read it)') from None
+  except (RuntimeError, EOFError, OSError, ValueError) as err:
+    raise WeightsFileError(f'{path}: not a PyTorch weights file ({_first_line(err)})') from None
 
 
 # ------------------------------------------------------------------------------- readers
@@ -139,6 +184,11 @@ class TorchReader(_Reader):
   def unused(self) -> list[str]:
     return sorted(k for k in self.state
                   if k not in self.used and not k.endswith(_IGNORED_SUFFIXES))
+
+  def match_count(self) -> tuple[int, int]:
+    """``(keys used, keys that a conversion must use)`` of the state dict."""
+    total = sum(1 for k in self.state if not k.endswith(_IGNORED_SUFFIXES))
+    return len(self.used), total
 
 
 class KerasReader(_Reader):

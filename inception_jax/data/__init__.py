@@ -117,6 +117,22 @@ def info(data_config) -> DatasetInfo:
   return _get(data_config.name).info(data_config)
 
 
+def check_splits(data_config, dataset: DatasetInfo | None = None) -> DatasetInfo:
+  """The dataset's info, or a :class:`~inception_jax.errors.ConfigError` naming the flag that
+  picks an existing split when ``train_split`` or ``eval_split`` is not one of its splits."""
+  dataset = info(data_config) if dataset is None else dataset
+  have = sorted(dataset.num_examples)
+  for field in ('train_split', 'eval_split'):
+    split = data_config[field]
+    if split not in dataset.num_examples:
+      near = [s for s in ('validation', 'test', 'train') if s in have and s != split]
+      pick = near[0] if field == 'eval_split' and near else have[0]
+      raise errors.ConfigError(
+          f'data.{field}', f'config.data.{field}={split!r}: {data_config.name} has splits '
+                           f'{have}; choose one with --config.data.{field}={pick}')
+  return dataset
+
+
 def batches(data_config, split: str, *, batch_size: int, train: bool, process_index: int = 0,
             process_count: int = 1, seed: int = 0, start_step: int = 0) -> Iterator[Batch]:
   """Host-local batches of ``split``; see the module docstring for the order."""

@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from inception_jax import machine
+from inception_jax import entry, machine
 from inception_jax.data import defaults
 
 _PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg', 'motorcycle_left.png',
@@ -174,25 +174,29 @@ def _run_worker(args, kind: str, cores: list[int]) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p = entry.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--dir', default='', help='JPEG folder (generated if empty or missing)')
-  p.add_argument('--num_images', type=int, default=512)
-  p.add_argument('--image_size', type=int, default=299)
-  p.add_argument('--batch_size', type=int, default=64)
+  p.add_argument('--num_images', type=int, default=512, help='JPEGs generated into --dir')
+  p.add_argument('--image_size', type=int, default=299, help='output side of the pipelines')
+  p.add_argument('--batch_size', type=int, default=64, help='images per batch')
   p.add_argument('--batches', type=int, default=16, help='timed batches per measurement')
-  p.add_argument('--warmup', type=int, default=3)
+  p.add_argument('--warmup', type=int, default=3, help='untimed batches first')
   p.add_argument('--color_distortion', default=defaults.PREPROCESS['color_distortion'],
                  choices=['none', 'fast', 'full'], help="the configs' default")
-  p.add_argument('--random_interpolation', action='store_true')
-  p.add_argument('--eval_resize', default=defaults.PREPROCESS['eval_resize'])
-  p.add_argument('--eval_interpolation', default=defaults.PREPROCESS['eval_interpolation'])
+  p.add_argument('--random_interpolation', action='store_true',
+                 help='train pipeline: a random resize method per image')
+  p.add_argument('--eval_resize', default=defaults.PREPROCESS['eval_resize'],
+                 help='eval pipeline: how the image is resized')
+  p.add_argument('--eval_interpolation', default=defaults.PREPROCESS['eval_interpolation'],
+                 help='eval pipeline: resize method')
   p.add_argument('--repeats', type=int, default=3, help='measurements; the median is reported')
   machine.add_idle_flags(p)
-  p.add_argument('--pipelines', default='train,eval')
+  p.add_argument('--pipelines', default='train,eval', help='comma-separated: train, eval')
   p.add_argument('--json', action='store_true', help='print one JSON object')
   p.add_argument('--worker', default='', help=argparse.SUPPRESS)
   p.add_argument('--cores', default='', help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  entry.quiet(args.verbose)
   if args.repeats < 3:
     p.error(f'--repeats must be at least 3, got {args.repeats}')
 
@@ -265,4 +269,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(entry.run(main))

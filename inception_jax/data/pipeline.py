@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from inception_jax import data as data_lib
-from inception_jax.data import preprocess
 from inception_jax.data.order import TrainOrder
 
 log = logging.getLogger('inception_jax.data')
@@ -138,6 +137,7 @@ class Batches:
       v = np.asarray(v)
       dtype = tf.string if v.dtype.kind in 'OSU' else tf.as_dtype(v.dtype)
       signature[k] = tf.TensorSpec([None, *v.shape[1:]], dtype)
+    from inception_jax.data import preprocess  # TensorFlow: only once batches are wanted
     pp = self._pp = preprocess.parse(spec)
     source = self.source
     shape = tuple(self.image_shape)
@@ -245,6 +245,7 @@ class Batches:
 def batches(source: Source, config, *, batch_size: int, train: bool, process_index: int = 0,
             process_count: int = 1, seed: int = 0, start_step: int = 0) -> Batches:
   """Host-local batches of ``source`` preprocessed as ``config`` (a ``config.data``) says."""
+  from inception_jax.data import preprocess  # TensorFlow: only once batches are wanted
   spec = preprocess.train_spec(config) if train else preprocess.eval_spec(config)
   size = int(config.image_size)
   return Batches(source, spec, batch_size=batch_size, train=train, process_index=process_index,

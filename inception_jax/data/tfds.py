@@ -64,8 +64,8 @@ def _known_datasets() -> str:
 
 
 def builder(config):
-  """The TFDS builder of ``config.data``, prepared (see the module docstring)."""
-  pipeline.import_tf()
+  """The TFDS builder of ``config.data``, prepared (see the module docstring). A dataset that is
+  not prepared and will not be is refused before TensorFlow is imported."""
   import tensorflow_datasets as tfds
   name = dataset_name(config)
   data_dir = os.path.expanduser(_field(config, 'data_dir')) or None
@@ -76,7 +76,10 @@ def builder(config):
         'data.name', f'unknown dataset {config.name!r}: neither a dataset of '
                      f'inception_jax.data ({_known_datasets()}) nor a TFDS dataset') from None
   if not b.is_prepared():
+    _refuse_unprepared(b, config)
+    pipeline.import_tf()
     _prepare(b, config)
+  pipeline.import_tf()
   return b
 
 
@@ -85,23 +88,48 @@ def _manual_dir(b, config) -> str:
   return manual or os.path.join(b.data_dir_root, 'downloads', 'manual')
 
 
+def is_prepared(config) -> bool:
+  """Whether ``config``'s dataset is prepared, without TensorFlow and without preparing it; a
+  :class:`~inception_jax.errors.ConfigError` for one that is unknown, or not prepared and not
+  allowed to be (``config.download`` off, no manual download)."""
+  import tensorflow_datasets as tfds
+  try:
+    b = tfds.builder(dataset_name(config),
+                     data_dir=os.path.expanduser(_field(config, 'data_dir')) or None)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise errors.ConfigError(
+        'data.name', f'unknown dataset {config.name!r}: neither a dataset of '
+                     f'inception_jax.data ({_known_datasets()}) nor a TFDS dataset') from None
+  if b.is_prepared():
+    return True
+  _refuse_unprepared(b, config)
+  return False
+
+
+def _refuse_unprepared(b, config) -> None:
+  """A dataset without a manual download that ``config.data.download`` does not let us fetch."""
+  manual = bool(getattr(b, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None))
+  if not manual and not _field(config, 'download', False):
+    where = b.data_dir_root
+    raise errors.ConfigError(
+        'data.name', f'config.data.name={config.name!r} is not prepared in {where}: TFDS has a '
+        f'builder for it. --config.data.download=True downloads and prepares it (needs the '
+        f'internet), or prepare it once with `tfds build {dataset_name(config)} '
+        f'--file_format=array_record --data_dir={where}`; config.data.data_dir sets the data dir')
+
+
 def _prepare(b, config) -> None:
   import tensorflow_datasets as tfds
   name = dataset_name(config)
   manual = bool(getattr(b, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None))
   where = b.data_dir_root
-  if not manual and not _field(config, 'download', False):
-    raise ValueError(
-        f'config.data.name: unknown dataset {config.name!r} in {where}: TFDS has a builder for it, '
-        f'but it is not prepared there. --config.data.download=True downloads and prepares it '
-        f'(needs the internet), or prepare it once with `tfds build {name} '
-        f'--file_format=array_record --data_dir={where}`; config.data.data_dir sets the data dir')
+  _refuse_unprepared(b, config)
   import jax
   if jax.process_count() > 1:
-    raise ValueError(
-        f'config.data.name={config.name!r} is not prepared in {where}; prepare it once before a '
-        f'multi-process run: tfds build {name} --file_format=array_record --data_dir={where}'
-        + (f' --manual_dir={_manual_dir(b, config)}' if manual else ''))
+    raise errors.ConfigError(
+        'data.name', f'config.data.name={config.name!r} is not prepared in {where}; prepare it '
+        f'once before a multi-process run: tfds build {name} --file_format=array_record '
+        f'--data_dir={where}' + (f' --manual_dir={_manual_dir(b, config)}' if manual else ''))
   manual_dir = _manual_dir(b, config)
   log.info('preparing %s in %s (array_record, once; from %s)', name, where,
            manual_dir if manual else 'a download')
@@ -175,8 +203,8 @@ def _data_source(b, config, split: str):
   try:
     return b.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
   except NotImplementedError as err:
-    raise ValueError(
-        f'config.data.name={config.name!r} is prepared in {b.data_dir} as '
+    raise errors.ConfigError(
+        'data.name', f'config.data.name={config.name!r} is prepared in {b.data_dir} as '
         f'{b.info.file_format}, which cannot be read by index (the deterministic order and resume '
         f'need random access). Convert it once: tfds convert_format --dataset_dir={b.data_dir} '
         f'--out_file_format=array_record') from err

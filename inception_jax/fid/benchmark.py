@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import jax
 import numpy as np
+
+from inception_jax import entry
 
 
 def _ours(batch: int, mode: str):
@@ -60,14 +63,16 @@ def _measure(runs: dict, x: np.ndarray, batches: int) -> dict[str, tuple[float, 
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
+  parser = entry.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--batch', type=int, default=32)
-  parser.add_argument('--batches', type=int, default=4)
+  parser.add_argument('--batch', type=int, default=32, help='images per call')
+  parser.add_argument('--batches', type=int, default=4, help='timed calls')
   parser.add_argument('--size', type=int, default=64, help='side of the uint8 input images')
-  parser.add_argument('--mode', default='tf1')
-  parser.add_argument('--skip-torch', action='store_true')
+  parser.add_argument('--mode', default='tf1', help='resize mode (inception_jax.fid.resize)')
+  parser.add_argument('--skip_torch', '--skip-torch', action='store_true',
+                      help='time ours only, not the PyTorch references')
   args = parser.parse_args(argv)
+  entry.quiet(args.verbose)
   x = np.random.default_rng(0).integers(0, 256, (args.batch, args.size, args.size, 3), np.uint8)
   device = f'{jax.devices()[0].device_kind} x{jax.device_count()}'
   runs = {f'inception_jax.fid ({args.mode} resize, jit), {device}': _ours(args.batch, args.mode)}
@@ -86,4 +91,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(entry.run(main))

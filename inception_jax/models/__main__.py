@@ -10,10 +10,10 @@ cost analysis of one image at the native size, halved.
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 
-from inception_jax import models
+from inception_jax import entry, models
 
 
 def rows():
@@ -41,13 +41,15 @@ def markdown(table) -> str:
   return '\n'.join(lines)
 
 
-def main() -> None:
-  argparse.ArgumentParser(description=__doc__,
-                          formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+def main(argv=None) -> int:
+  args = entry.ArgumentParser(prog='python -m inception_jax.models',
+                              description=__doc__).parse_args(argv)
+  entry.quiet(args.verbose)
   start = time.time()
   print(markdown(rows()))
   print(f'\n{len(models.list_models())} models built and measured in {time.time() - start:.0f} s')
+  return 0
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(entry.run(main))
