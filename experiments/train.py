@@ -41,8 +41,7 @@ def main(argv):
   cli.setup_logging()
   from inception_jax import models
   machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, _CONFIG.value.data.image_size,
-                                training=True,
-                                depthwise=models.info(_CONFIG.value.model.name).depthwise)
+                                training=True, model=models.info(_CONFIG.value.model.name).name)
   cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
   import jax
   if _DISTRIBUTED.value:
