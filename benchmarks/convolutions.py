@@ -6,7 +6,7 @@
 The convolutions are read from the jaxpr of the train-mode forward pass of the model the paper
 recipe trains (aux heads included). For each distinct one (input shape, kernel, strides, padding,
 groups) three jitted programs are timed: the forward, the input gradient and the kernel gradient,
-each as :func:`inception_jax.models.layers.conv_general_dilated` and its gradient rule run them
+each as :func:`inception_jax.kernels.conv.conv_general_dilated` and its gradient rule run them
 (the form the train step compiles; a convolution of the image takes no input gradient).
 ``--compare torch`` times the same three in PyTorch, channels_last, on every core: ``conv2d``
 and ``aten.convolution_backward`` for each gradient alone, the calls autograd makes.
@@ -130,13 +130,15 @@ def _time_passes(functions, operands, needs_dx: bool, warmup: int, repeats: int,
 def jax_convolution(shape: ConvShape):
   """``(forward, input_grad, kernel_grad)``: jitted functions of ``(x, w, g)`` (NHWC, HWIO and
   the output's gradient) computing the convolution and each of its gradients as the train step
-  does, with :func:`inception_jax.models.layers.conv_general_dilated` and its gradient rule."""
+  does, with :func:`inception_jax.kernels.conv.conv_general_dilated` and its gradient rule for
+  the library this process runs convolutions with."""
   import jax
-  from inception_jax.models import layers
+  from inception_jax.kernels import conv as kernels
 
   def conv(x, w):
-    return layers.conv_general_dilated(x, w, shape.strides, shape.pads,
-                                       feature_group_count=shape.groups)
+    return kernels.conv_general_dilated(x, w, shape.strides, shape.pads,
+                                        feature_group_count=shape.groups,
+                                        cpu_convolutions=machine.cpu_convolutions())
 
   return (jax.jit(lambda x, w, g: conv(x, w)),
           jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]),

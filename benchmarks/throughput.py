@@ -46,7 +46,7 @@ def run_one(args, model: str, mode: str, batch: int, load_before: float) -> dict
   size = args.image_size or jax_timing.paper_config(model, batch=batch).data.image_size
   result['cpu_convolutions'] = machine.set_cpu_convolutions(
       args.cpu_convolutions, size, training=mode == 'train',
-      depthwise=models.info(model).depthwise)
+      model=models.info(model).name)
   result['jax'] = jax_timing.benchmark_jax(model, mode, batch, args.dtype, args.image_size,
                                            args.steps, args.warmup, args.repeats, peak)
   if args.compare == 'torch':

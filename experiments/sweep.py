@@ -140,7 +140,7 @@ def _sweep() -> None:
     if _PARALLEL.value <= 1:
       from inception_jax import models
       machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, base.data.image_size,
-                                    training=True, depthwise=models.info(base.model.name).depthwise)
+                                    training=True, model=models.info(base.model.name).name)
       cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
     outcome = runner.execute(sweep, parallel=_PARALLEL.value,
                              devices_per_run=_DEVICES_PER_RUN.value,

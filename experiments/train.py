@@ -55,11 +55,11 @@ def main(argv):
   cli.check_data(config)  # before JAX: not prepared, no such folder or split
   from inception_jax import models
   try:
-    depthwise = models.info(config.model.name).depthwise
+    name = models.info(config.model.name).name
   except ValueError as err:
     raise errors.ConfigError('model.name', str(err)) from None
   machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, config.data.image_size,
-                                training=True, depthwise=depthwise)
+                                training=True, model=name)
   if not dry_run:
     cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
   import jax

@@ -29,12 +29,13 @@ from inception_jax import entry, machine, models
 def measure(name: str, *, scan: bool, batch: int, size: int, repeats: int,
             steps: int) -> dict[str, Any]:
   """Median compile and step seconds of ``name``'s training gradient (one layout)."""
-  module = models.create(name)  # scanned, where the family has runs of identical blocks
+  kernels = dict(cpu_convolutions=machine.cpu_convolutions())
+  module = models.create(name, **kernels)  # scanned, where the family has runs of blocks
   if not hasattr(module, 'runs'):
     if scan:
       raise ValueError(f'{name} has no scanned layout; use --layouts unrolled')
   elif not scan:
-    module = models.create(name, scan=False)
+    module = models.create(name, scan=False, **kernels)
   x = jnp.asarray(jax.random.uniform(jax.random.PRNGKey(0), (batch, size, size, 3)) * 2 - 1)
   init = jax.jit(lambda rng: module.init(rng, x[:1], train=False))
   variables = init(jax.random.PRNGKey(0))

@@ -157,8 +157,8 @@ class RssSampler:
 
 # XLA:CPU hands every convolution to YNNPACK by default (jaxlib 0.10); its own emitter (Eigen)
 # runs inference on large maps faster, and on AVX-512 training too, with the filter gradients as
-# convolutions (the form layers.conv_gradients takes under it). Measured idle on EPYCs, 2 cores
-# (BENCHMARKS.md, "XLA:CPU's convolutions for training and inference"): inference at 299, XLA's
+# convolutions (the form kernels.conv.conv_gradients takes under it). Measured idle on EPYCs, 2
+# cores (BENCHMARKS.md, "XLA:CPU's convolutions for training and inference"): inference at 299, XLA's
 # emitter 2.07x (Inception-v3) and 1.76x (Xception) YNNPACK's speed; the train step at 299 on
 # AVX-512, XLA's emitter 1.51x YNNPACK's speed for Inception-v3, 1.20x v4, 1.31x
 # Inception-ResNet-v1, 1.15x -v2, while Xception (depthwise) trains 1.37x faster with YNNPACK, and
@@ -168,16 +168,18 @@ class RssSampler:
 CPU_CONVOLUTIONS = ('auto', 'xla', 'ynnpack')
 LARGE_INPUT = 150  # 'auto': XLA's emitter for inference from this input size up
 LARGE_TRAINING_INPUT = 256  # and for training from this one (the 299-pixel models), on AVX-512
+# Models with depthwise convolutions (Xception's separable ones), which train faster with YNNPACK.
+DEPTHWISE_MODELS = frozenset({'xception'})
 _YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
 
 
 def set_cpu_convolutions(choice: str, image_size: int, *, training: bool,
-                         depthwise: bool = False) -> str:
+                         model: str = '') -> str:
   """Choose XLA:CPU's convolutions for a process that trains (``training``) or only runs
   inference on inputs of ``image_size``: 'ynnpack' (XLA's default), 'xla' (its own emitter) or
   'auto': xla for inference from LARGE_INPUT pixels up, and for training from
-  LARGE_TRAINING_INPUT up on a CPU with AVX-512 unless the model has ``depthwise`` convolutions;
-  ynnpack otherwise. Sets ``XLA_FLAGS``, which JAX reads when it starts its first backend: call
+  LARGE_TRAINING_INPUT up on a CPU with AVX-512 unless ``model`` (a registered name) is one of
+  DEPTHWISE_MODELS; ynnpack otherwise. Sets ``XLA_FLAGS``, which JAX reads when it starts its first backend: call
   before anything computes. No effect on GPUs and TPUs; the user's own
   ``--xla_cpu_experimental_ynn_fusion_type`` wins. Returns what the CPU uses: 'xla' or
   'ynnpack'."""
@@ -185,14 +187,14 @@ def set_cpu_convolutions(choice: str, image_size: int, *, training: bool,
     raise ValueError(f'cpu convolutions must be one of {CPU_CONVOLUTIONS}, got {choice!r}')
   if choice == 'auto':
     if training:
-      xla = (image_size >= LARGE_TRAINING_INPUT and not depthwise
+      xla = (image_size >= LARGE_TRAINING_INPUT and model not in DEPTHWISE_MODELS
              and 'AVX-512' in vector_extensions())
     else:
       xla = image_size >= LARGE_INPUT
     choice = 'xla' if xla else 'ynnpack'
   current = os.environ.get('XLA_FLAGS', '')
   if _YNN_FLAG in current:
-    return 'ynnpack' if ynnpack_convolutions(current) else 'xla'
+    return cpu_convolutions(current)
   if not _jaxlib_has_ynn():
     return 'xla'  # no YNNPACK in this jaxlib: XLA's emitter is all there is
   if choice == 'xla':
@@ -200,12 +202,18 @@ def set_cpu_convolutions(choice: str, image_size: int, *, training: bool,
   return choice
 
 
+def cpu_convolutions(flags: str | None = None) -> str:
+  """The library XLA:CPU runs convolutions with under ``flags`` (default: ``XLA_FLAGS``), 'ynnpack'
+  or 'xla': what :func:`set_cpu_convolutions` chose, and what the entry points pass to the models
+  (their ``cpu_convolutions`` option), whose gradients take the forms it runs fastest."""
+  return 'ynnpack' if ynnpack_convolutions(flags) else 'xla'
+
+
 def ynnpack_convolutions(flags: str | None = None) -> bool:
   """Whether XLA:CPU hands convolutions to YNNPACK under ``flags`` (default: ``XLA_FLAGS``):
   yes unless ``--xla_cpu_experimental_ynn_fusion_type`` is given without
   ``individual_convolution`` (a list of names replaces the default set, which has it; a list of
-  ``+name``/``-name`` edits it). The form of the CPU's filter gradients follows this
-  (``layers.conv_gradients``)."""
+  ``+name``/``-name`` edits it)."""
   if flags is None:
     flags = os.environ.get('XLA_FLAGS', '')
   if not _jaxlib_has_ynn():

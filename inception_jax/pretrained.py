@@ -199,10 +199,11 @@ def convert_known(key: str, *, directory: str | None = None, **kw: Any):
 # ------------------------------------------------------------------------------ save / load
 
 def describe(module) -> dict[str, Any]:
-  """The create() options that rebuild ``module`` (JSON-serialisable)."""
+  """The create() options that rebuild ``module`` (JSON-serialisable); not the process' CPU
+  convolution library (``cpu_convolutions``), which the loading process passes."""
   out = {}
   for field in dataclasses.fields(module):
-    if field.name in ('parent', 'name'):
+    if field.name in ('parent', 'name', 'cpu_convolutions'):
       continue
     value = getattr(module, field.name)
     if isinstance(value, Conventions):

@@ -78,6 +78,7 @@ def build_model(config, num_classes: int):
   of the converted weights, with this config's options on top)."""
   options = {k: v for k, v in config.model.options.items() if v is not None}
   options['dtype'] = DTYPES[config.dtype]
+  options['cpu_convolutions'] = machine.cpu_convolutions()  # as the entry point set it
   if config.init_from:
     from inception_jax import pretrained
     meta = pretrained.load_meta(config.init_from)

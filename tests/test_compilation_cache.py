@@ -102,14 +102,14 @@ import sys
 import jax, jax.numpy as jnp
 from inception_jax import machine
 used = machine.set_cpu_convolutions(sys.argv[1], int(sys.argv[2]),
-                                    training=sys.argv[3] == 'train',
-                                    depthwise=sys.argv[4] == 'depthwise')
-from inception_jax.models import layers
+                                    training=sys.argv[3] == 'train', model=sys.argv[4])
+from inception_jax.kernels.conv import conv_general_dilated
 conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
     x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
 x, w = jnp.ones((8, 32, 32, 32)), jnp.ones((3, 3, 32, 64))
 text = conv.lower(x, w).compile().as_text()
-kernel_grad = jax.jit(jax.grad(lambda w: layers.conv_general_dilated(x, w, (1, 1), 'SAME').sum()))
+kernel_grad = jax.jit(jax.grad(lambda w: conv_general_dilated(
+    x, w, (1, 1), 'SAME', cpu_convolutions=machine.cpu_convolutions()).sum()))
 grad_text = kernel_grad.lower(w).compile().as_text()
 form = 'taps' if ' dot(' in grad_text else 'convolution' if 'convolution(' in grad_text else '?'
 print(used, text.count('__ynn_fusion'), form)
@@ -117,7 +117,7 @@ print(used, text.count('__ynn_fusion'), form)
 
 
 def _conv_library(choice: str, size: int, xla_flags: str = '', mode: str = 'infer',
-                  model: str = 'plain') -> list[str]:
+                  model: str = 'inception_v3') -> list[str]:
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags)
   proc = subprocess.run([sys.executable, '-c', _CONV_SCRIPT, choice, str(size), mode, model],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -134,7 +134,7 @@ def test_cpu_convolutions_follow_the_flag_and_the_input_size():
   # training at 299: XLA's emitter where the CPU has AVX-512, YNNPACK on AVX2 alone
   avx512 = 'AVX-512' in machine.vector_extensions()
   assert _conv_library('auto', 299, mode='train') == (xla if avx512 else ynn)
-  assert _conv_library('auto', 299, mode='train', model='depthwise') == ynn  # Xception
+  assert _conv_library('auto', 299, mode='train', model='xception') == ynn  # depthwise
   assert _conv_library('auto', 224, mode='train') == ynn
   assert _conv_library('xla', 65) == xla
   assert _conv_library('ynnpack', 299) == ynn

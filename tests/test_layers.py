@@ -9,6 +9,9 @@ import pytest
 import jax
 import jax.numpy as jnp
 
+from inception_jax.kernels import batch_norm
+from inception_jax.kernels.conv import conv_general_dilated, conv_gradients
+from inception_jax.kernels.pool import adaptive_avg_pool, global_avg_pool
 from inception_jax.models import layers
 from inception_jax.models.conventions import TF, TORCH
 
@@ -120,7 +123,7 @@ def test_conv_same_padding(n, k, s):
 def test_adaptive_avg_pool(n, o):
   x = _x(n)
   want = _torch(F.adaptive_avg_pool2d, x, o)
-  np.testing.assert_allclose(layers.adaptive_avg_pool(jnp.asarray(x), o), want, rtol=1e-5,
+  np.testing.assert_allclose(adaptive_avg_pool(jnp.asarray(x), o), want, rtol=1e-5,
                              atol=1e-6)
 
 
@@ -171,12 +174,12 @@ def test_global_avg_pool_keeps_float64_and_accumulates_bfloat16_in_float32():
   (tests/test_step_parity.py) at 5e-8 in the forward and 2e-3 in some kernels after three steps."""
   with jax.enable_x64(True):
     x = jnp.asarray(np.full((1, 2, 2, 1), 1.0 + 1e-12), jnp.float64)
-    out = layers.global_avg_pool(x)
+    out = global_avg_pool(x)
     assert out.dtype == jnp.float64
     assert float(out[0, 0]) == 1.0 + 1e-12  # a float32 accumulator rounds this to 1.0
   x = jnp.full((1, 16, 16, 1), 1.0 + 2.0 ** -7, jnp.bfloat16)
-  assert layers.global_avg_pool(x).dtype == jnp.bfloat16
-  assert float(layers.global_avg_pool(x)[0, 0]) == 1.0 + 2.0 ** -7
+  assert global_avg_pool(x).dtype == jnp.bfloat16
+  assert float(global_avg_pool(x)[0, 0]) == 1.0 + 2.0 ** -7
 
 
 # (input NHWC, kernel HWIO, strides, padding, feature groups): the convolutions the seven families
@@ -205,7 +208,7 @@ DEPTHWISE = [
 
 @pytest.mark.parametrize('x_shape,w_shape,strides,padding,groups', CONVS)
 def test_conv_gradients_are_jax_autodiff(x_shape, w_shape, strides, padding, groups):
-  """The library-layout gradients (what layers.conv_general_dilated's gradient runs on a CPU in
+  """The library-layout gradients (what conv_general_dilated's gradient runs on a CPU in
   float32), the kernel gradient in both of its forms, against JAX differentiating
   lax.conv_general_dilated: in float64 exactly (the same products summed; a misplaced tap, flip,
   pad or group would be O(1)), and through the layer's own gradient rule, jitted, in float32 to
@@ -221,21 +224,40 @@ def test_conv_gradients_are_jax_autodiff(x_shape, w_shape, strides, padding, gro
     y, jax_vjp = jax.vjp(jaxs, jnp.asarray(x), jnp.asarray(w))
     g = rng.normal(size=y.shape)
     for form in ('taps', 'convolution'):  # the kernel gradient's form under each CPU library
-      got = layers.conv_gradients(jnp.asarray(x), jnp.asarray(w), jnp.asarray(g), strides, pads,
-                                  groups, kernel_form=form)
+      got = conv_gradients(jnp.asarray(x), jnp.asarray(w), jnp.asarray(g), strides, pads,
+                           groups, filter_gradient=form)
       for a, b in zip(got, jax_vjp(jnp.asarray(g))):
         assert a.shape == b.shape and a.dtype == b.dtype == jnp.float64
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
   x32, w32, g32 = (jnp.asarray(a, jnp.float32) for a in (x, w, g))
-  ours = lambda x, w: layers.conv_general_dilated(x, w, strides, padding,  # noqa: E731
-                                                  feature_group_count=groups)
+  ours = lambda x, w: conv_general_dilated(x, w, strides, padding,  # noqa: E731
+                                           feature_group_count=groups)
   y, ours_vjp = jax.vjp(ours, x32, w32)
   y_ref, jax_vjp = jax.vjp(jaxs, x32, w32)
   np.testing.assert_array_equal(y, y_ref)
   for a, b in zip(jax.jit(ours_vjp)(g32), jax_vjp(g32)):
     assert a.shape == b.shape and a.dtype == b.dtype == jnp.float32
     np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * float(jnp.abs(b).max()))
+
+
+def test_the_filter_gradient_form_is_the_model_option():
+  """A conv unit's ``cpu_convolutions``, not the process' flags, picks its filter gradient's form
+  on a CPU: matrix products per tap for 'ynnpack', a convolution for 'xla'; anything else is
+  refused."""
+  x = jnp.ones((2, 9, 9, 4))
+
+  def ops(library):
+    unit = layers.ConvBN(8, 3, TF, use_bn=False, cpu_convolutions=library)
+    params = unit.init(jax.random.PRNGKey(0), x)['params']
+    grad = jax.jit(jax.grad(lambda p: unit.apply({'params': p}, x).sum()))
+    text = grad.lower(params).as_text()
+    return text.count('stablehlo.convolution'), text.count('stablehlo.dot_general')
+
+  (taps_convs, taps_dots), (xla_convs, xla_dots) = ops('ynnpack'), ops('xla')
+  assert xla_convs > taps_convs and taps_dots > xla_dots
+  with pytest.raises(ValueError, match='cpu_convolutions'):
+    ops('eigen')
 
 
 @pytest.mark.parametrize('x_shape,w_shape,strides,padding', DEPTHWISE)
@@ -250,8 +272,8 @@ def test_depthwise_convolution_by_taps_is_the_convolution(x_shape, w_shape, stri
   jaxs = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
       x, w, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
       feature_group_count=groups)
-  ours = lambda x, w: layers.conv_general_dilated(x, w, strides, padding,  # noqa: E731
-                                                  feature_group_count=groups)
+  ours = lambda x, w: conv_general_dilated(x, w, strides, padding,  # noqa: E731
+                                           feature_group_count=groups)
   for dtype, tol in ((jnp.float64, 1e-12), (jnp.float32, 2e-6)):
     with jax.enable_x64(dtype == jnp.float64):
       xd, wd = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
@@ -363,7 +385,7 @@ def test_batch_norm_sums_are_compensated():
   rng = np.random.RandomState(0)
   a = (rng.randn(50, 40, 100, 3) + 1000).astype(np.float32)
   b = rng.randn(50, 40, 100, 3).astype(np.float32)
-  sa, sb = jax.jit(layers._sums)(jnp.asarray(a), jnp.asarray(b))
+  sa, sb = jax.jit(batch_norm._sums)(jnp.asarray(a), jnp.asarray(b))
   np.testing.assert_allclose(sa, a.astype(np.float64).sum((0, 1, 2)), rtol=1e-7)
   np.testing.assert_allclose(sb, b.astype(np.float64).sum((0, 1, 2)), rtol=0,
                              atol=1e-7 * float(np.abs(b).astype(np.float64).sum()))

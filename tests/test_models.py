@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inception_jax import models
+from inception_jax import machine, models
 
 # Trainable parameters with 1000 classes: (name, options, count), measured on the reference
 # libraries (torchvision 0.29, timm 1.0, Keras 3, facenet-pytorch) with random weights; the
@@ -71,9 +71,14 @@ def test_registry_lists_the_architectures_in_order():
   assert models.list_models() == ALL
 
 
-def test_only_xception_has_depthwise_convolutions():
-  """What picks XLA:CPU's convolution library for training (machine.set_cpu_convolutions)."""
-  assert [n for n in models.list_models() if models.info(n).depthwise] == ['xception']
+def test_the_depthwise_models_are_those_with_depthwise_kernels():
+  """machine.DEPTHWISE_MODELS (what picks XLA:CPU's convolution library for training) are the
+  models with a depthwise kernel (HWIO, one input channel) among their parameters."""
+  def depthwise(name):
+    kernels = jax.tree.leaves(models.variable_shapes(name, models.info(name).min_size)['params'])
+    return any(k.ndim == 4 and k.shape[2] == 1 and k.shape[3] > 1 for k in kernels)
+
+  assert [n for n in models.list_models() if depthwise(n)] == sorted(machine.DEPTHWISE_MODELS)
 
 
 def test_every_model_has_a_counted_row():

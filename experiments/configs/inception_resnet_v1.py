@@ -38,7 +38,7 @@ def get_config(arg=None):
   c.model.options.dropout_rate = 0.2  # Figure 15: keep 0.8
   c.optimizer.clip_norm = 2.0
   c.loss.label_smoothing = 0.1
-  c.model.options.scan = True  # runs of identical blocks as one nn.scan (models/runs.py)
+  c.model.options.scan = True  # runs of identical blocks as one nn.scan (models/repeat.py)
   if common.parse_arg(arg):
     # Batch 32: the update is clipped (the digits' gradients, norm 5-450, to 2.0), so its
     # size does not grow with the batch; 225 updates of 32 cost half the CPU time of 64's.

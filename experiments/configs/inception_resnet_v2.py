@@ -33,7 +33,7 @@ def get_config(arg=None):
   c = common.base('inception_resnet_v2', image_size=299)
   c.optimizer.clip_norm = 2.0
   c.loss.label_smoothing = 0.1
-  c.model.options.scan = True  # runs of identical blocks as one nn.scan (models/runs.py)
+  c.model.options.scan = True  # runs of identical blocks as one nn.scan (models/repeat.py)
   if common.parse_arg(arg):
     # Batch 32: the update is clipped (the digits' gradients, norm 5-450, to 2.0), so its
     # size does not grow with the batch; 225 updates of 32 cost half the CPU time of 64's.

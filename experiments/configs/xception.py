@@ -31,7 +31,7 @@ def get_config(arg=None):
   c = common.base('xception', image_size=299)
   common.use_sgd(c)
   c.optimizer.weight_decay = 1e-5
-  c.model.options.scan = True  # runs of identical blocks as one nn.scan (models/runs.py)
+  c.model.options.scan = True  # runs of identical blocks as one nn.scan (models/repeat.py)
   if common.parse_arg(arg):
     # Batch 32 at the same rate per update: the mean gradient does not grow with the batch, so
     # 225 updates of 32 move the weights as 225 of 64 (with more noise) in half the CPU time.

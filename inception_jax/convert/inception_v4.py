@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from inception_jax.convert import torch_converter
 from inception_jax.convert.core import TorchReader
 from inception_jax.models import inception_v4, layers
-from inception_jax.models.runs import Run
+from inception_jax.models.repeat import Run
 
 
 def torch_prefixes(specs: Sequence[layers.Spec]) -> list[str]:

@@ -12,7 +12,7 @@ import numpy as np
 from inception_jax.convert import keras_converter, torch_converter
 from inception_jax.convert.core import KerasReader, TorchReader
 from inception_jax.models import xception
-from inception_jax.models.runs import Run
+from inception_jax.models.repeat import Run
 
 _HEADS = (('Logits',),)
 

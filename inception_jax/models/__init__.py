@@ -33,7 +33,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from inception_jax.models import runs as _runs
+from inception_jax.models import repeat
 from inception_jax.models.conventions import TF, TORCH, Conventions, resolve
 from inception_jax.models.flops import flops  # models.flops is the function: from-import the rest
 from inception_jax.models.registry import ModelInfo, create, info, list_models, register
@@ -70,7 +70,7 @@ def param_count(name: str, **options: Any) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(shapes['params']))
 
 
-def _runs_of(name: str, options: dict[str, Any]) -> tuple[_runs.Run, ...]:
+def _runs_of(name: str, options: dict[str, Any]) -> tuple[repeat.Run, ...]:
   module = create(name, **options)
   return module.runs() if hasattr(module, 'runs') else ()
 
@@ -81,13 +81,13 @@ def pyloop_to_scan(name: str, variables: dict, **options: Any) -> dict:
   nested (module names holding a slash): restore the saved tree as it is, then pass its
   ``{'params': ..., 'batch_stats': ...}`` here (an optimizer state's per-parameter trees as
   ``{'params': tree}``). The identity for models without runs."""
-  return _runs.pyloop_to_scan(variables, _runs_of(name, options))
+  return repeat.pyloop_to_scan(variables, _runs_of(name, options))
 
 
 def scan_to_pyloop(name: str, variables: dict, **options: Any) -> dict:
   """Variables of ``create(name)`` -> those of ``create(name, scan=False)``, whose per-block
   end points (``Mixed_5b`` ... of Inception-v4) only the unrolled model records."""
-  return _runs.scan_to_pyloop(variables, _runs_of(name, options))
+  return repeat.scan_to_pyloop(variables, _runs_of(name, options))
 
 
 def endpoints(module, variables, images, *, train: bool = False, **apply_kw) -> dict[str, Any]:

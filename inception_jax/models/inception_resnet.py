@@ -19,12 +19,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inception_jax.kernels.pool import global_avg_pool
 from inception_jax.models import inception_v3, inception_v4, layers
 from inception_jax.models.conventions import TF, Conventions
+from inception_jax.models.layers import Conv, Pool, Spec
 from inception_jax.models.registry import register
-from inception_jax.models.runs import Run, run_blocks
-
-C, P, S = layers.Conv, layers.Pool, layers.Spec
+from inception_jax.models.repeat import Run, run_blocks
 
 # The up-projection of every residual block (Figures 10-13, 16-19): linear, with a bias in place
 # of BatchNorm; it restores the block's width for the addition.
@@ -62,43 +62,44 @@ VARIANTS = {
 }
 
 
-def block35(widths) -> tuple[layers.Spec, ...]:
+def block35(widths) -> tuple[Spec, ...]:
   """Figures 10 (v1) and 16 (v2), the 35x35 residual block's branches."""
   (a,), (b0, b1), (c0, c1, c2) = widths
-  return (S((C('Conv2d_1x1', a, 1),)),
-          S((C('Conv2d_0a_1x1', b0, 1), C('Conv2d_0b_3x3', b1, 3))),
-          S((C('Conv2d_0a_1x1', c0, 1), C('Conv2d_0b_3x3', c1, 3), C('Conv2d_0c_3x3', c2, 3))))
+  return (Spec((Conv('Conv2d_1x1', a, 1),)),
+          Spec((Conv('Conv2d_0a_1x1', b0, 1), Conv('Conv2d_0b_3x3', b1, 3))),
+          Spec((Conv('Conv2d_0a_1x1', c0, 1), Conv('Conv2d_0b_3x3', c1, 3),
+                Conv('Conv2d_0c_3x3', c2, 3))))
 
 
-def block17(widths) -> tuple[layers.Spec, ...]:
+def block17(widths) -> tuple[Spec, ...]:
   """Figures 11 (v1) and 17 (v2), the 17x17 residual block's branches (1x7 before 7x1)."""
   (a,), (b0, b1, b2) = widths
-  return (S((C('Conv2d_1x1', a, 1),)),
-          S((C('Conv2d_0a_1x1', b0, 1), C('Conv2d_0b_1x7', b1, (1, 7)),
-             C('Conv2d_0c_7x1', b2, (7, 1)))))
+  return (Spec((Conv('Conv2d_1x1', a, 1),)),
+          Spec((Conv('Conv2d_0a_1x1', b0, 1), Conv('Conv2d_0b_1x7', b1, (1, 7)),
+                Conv('Conv2d_0c_7x1', b2, (7, 1)))))
 
 
-def block8(widths) -> tuple[layers.Spec, ...]:
+def block8(widths) -> tuple[Spec, ...]:
   """Figures 13 (v1) and 19 (v2), the 8x8 residual block's branches (1x3 before 3x1)."""
   (a,), (b0, b1, b2) = widths
-  return (S((C('Conv2d_1x1', a, 1),)),
-          S((C('Conv2d_0a_1x1', b0, 1), C('Conv2d_0b_1x3', b1, (1, 3)),
-             C('Conv2d_0c_3x1', b2, (3, 1)))))
+  return (Spec((Conv('Conv2d_1x1', a, 1),)),
+          Spec((Conv('Conv2d_0a_1x1', b0, 1), Conv('Conv2d_0b_1x3', b1, (1, 3)),
+                Conv('Conv2d_0c_3x1', b2, (3, 1)))))
 
 
-def reduction_b(widths) -> tuple[layers.Spec, ...]:
+def reduction_b(widths) -> tuple[Spec, ...]:
   """v1 Figure 12 / v2 Figure 18, 17x17 -> 8x8: three conv towers ending 3x3/2, and max pool."""
   (a0, a1), (b0, b1), (c0, c1, c2) = widths
-  return (S((C('Conv2d_0a_1x1', a0, 1), C('Conv2d_1a_3x3', a1, 3, 2, 'VALID'))),
-          S((C('Conv2d_0a_1x1', b0, 1), C('Conv2d_1a_3x3', b1, 3, 2, 'VALID'))),
-          S((C('Conv2d_0a_1x1', c0, 1), C('Conv2d_0b_3x3', c1, 3),
-             C('Conv2d_1a_3x3', c2, 3, 2, 'VALID'))),
-          S((P('max', 3, 2, 'VALID'),)))
+  return (Spec((Conv('Conv2d_0a_1x1', a0, 1), Conv('Conv2d_1a_3x3', a1, 3, 2, 'VALID'))),
+          Spec((Conv('Conv2d_0a_1x1', b0, 1), Conv('Conv2d_1a_3x3', b1, 3, 2, 'VALID'))),
+          Spec((Conv('Conv2d_0a_1x1', c0, 1), Conv('Conv2d_0b_3x3', c1, 3),
+                Conv('Conv2d_1a_3x3', c2, 3, 2, 'VALID'))),
+          Spec((Pool('max', 3, 2, 'VALID'),)))
 
 
 # Stems: v2 as released is Inception-v3's stem, then Mixed_5b (v3's Figure 5 module with wider
 # convs); v1 is Figure 14, whose last conv reduces 71x71 to 35x35.
-STEMS = {'v1': (*inception_v3.STEM[:-1], C('Conv2d_4b_3x3', 256, 3, 2, 'VALID')),
+STEMS = {'v1': (*inception_v3.STEM[:-1], Conv('Conv2d_4b_3x3', 256, 3, 2, 'VALID')),
          'v2': inception_v3.STEM}
 MIXED_5B = ((96,), (48, 64), (64, 96, 96)), 64, 'Conv2d_1x1'  # widths, pool width, branch 0
 
@@ -118,17 +119,19 @@ class ResidualBlock(layers.Block):
   diverge; ``scale`` is TF-slim's choice in that range (0.17, 0.10, 0.20).
   """
 
-  specs: tuple[layers.Spec, ...] = ()
+  specs: tuple[Spec, ...] = ()
   scale: float = 1.0
   activate: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     mixed = jnp.concatenate(
-        [layers.Branch(spec, self.conventions, dtype=self.dtype, name=f'Branch_{i}')(x, train)
+        [layers.Branch(spec, self.conventions, dtype=self.dtype,
+                       cpu_convolutions=self.cpu_convolutions, name=f'Branch_{i}')(x, train)
          for i, spec in enumerate(self.specs)], axis=-1)
     up = layers.ConvBN(x.shape[-1], 1, self.conventions, use_bn=False, activation=None,
-                       dtype=self.dtype, name=UP_PROJECTION)(mixed, train)
+                       dtype=self.dtype, cpu_convolutions=self.cpu_convolutions,
+                       name=UP_PROJECTION)(mixed, train)
     x = x + self.scale * up
     return nn.relu(x) if self.activate else x
 
@@ -191,6 +194,7 @@ class InceptionResNet(nn.Module):
   scan: bool = True
   remat: bool = False
   dtype: Any = jnp.float32
+  cpu_convolutions: str = 'ynnpack'  # XLA:CPU's convolution library (see layers)
 
   # 75 -> 37 -> 35 -> 17 -> 15 -> 7 -> 3 -> 1 through the VALID stages up to Mixed_7a, in both
   # variants and conventions (the SAME ops are all stride 1).
@@ -208,7 +212,8 @@ class InceptionResNet(nn.Module):
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     v = self._variant()
     layers.check_input(images, self.min_size, f'inception_resnet_{self.variant}')
-    kw = dict(conventions=self.conventions, dtype=self.dtype)
+    kw = dict(conventions=self.conventions, dtype=self.dtype,
+              cpu_convolutions=self.cpu_convolutions)
     point = functools.partial(layers.endpoint, self)
     x = images.astype(self.dtype)
 
@@ -238,12 +243,13 @@ class InceptionResNet(nn.Module):
 
     # TF-slim pools 8x8 VALID (global at 299); global pooling, as Keras, timm and facenet-pytorch
     # do, keeps other input sizes meaningful.
-    x = point('PreLogits', layers.global_avg_pool(x))
+    x = point('PreLogits', global_avg_pool(x))
     if not self.num_classes and not self.embedding_dim:
       return x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     if self.embedding_dim:
-      x = point('Bottleneck', Bottleneck(self.embedding_dim, name='Bottleneck', **kw)(x, train))
+      x = point('Bottleneck', Bottleneck(self.embedding_dim, self.conventions, self.dtype,
+                                         name='Bottleneck')(x, train))
       if not self.num_classes:
         # F.normalize(p=2): divide by max(||x||, 1e-12), in float32.
         e = x.astype(jnp.float32)

@@ -24,11 +24,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inception_jax.kernels.pool import adaptive_avg_pool, global_avg_pool
 from inception_jax.models import layers
 from inception_jax.models.conventions import TF, Conventions
+from inception_jax.models.layers import Conv, Pool, Spec
 from inception_jax.models.registry import register
-
-C, P = layers.Conv, layers.Pool
 VARIANTS = ('paper', 'bn')
 
 # Classifier dropout when ``dropout_rate`` is None: the paper's 40% (Section 5); 20% for the
@@ -49,16 +49,16 @@ MODULES = (
     ('Mixed_5c', 384, 192, 384, 48, 128, 128),
 )
 # Max pools between the stages, before the module named.
-POOL_BEFORE = {'Mixed_4b': P('max', 3, 2, 'SAME', name='MaxPool_4a_3x3'),
-               'Mixed_5b': P('max', 2, 2, 'SAME', name='MaxPool_5a_2x2')}
+POOL_BEFORE = {'Mixed_4b': Pool('max', 3, 2, 'SAME', name='MaxPool_4a_3x3'),
+               'Mixed_5b': Pool('max', 2, 2, 'SAME', name='MaxPool_5a_2x2')}
 # Table 1 up to module 3a; in 'paper' an LRN follows the ops named in LRN_AFTER (Figure 3).
-STEM = (C('Conv2d_1a_7x7', 64, 7, 2), P('max', 3, 2, 'SAME', name='MaxPool_2a_3x3'),
-        C('Conv2d_2b_1x1', 64, 1), C('Conv2d_2c_3x3', 192, 3),
-        P('max', 3, 2, 'SAME', name='MaxPool_3a_3x3'))
+STEM = (Conv('Conv2d_1a_7x7', 64, 7, 2), Pool('max', 3, 2, 'SAME', name='MaxPool_2a_3x3'),
+        Conv('Conv2d_2b_1x1', 64, 1), Conv('Conv2d_2c_3x3', 192, 3),
+        Pool('max', 3, 2, 'SAME', name='MaxPool_3a_3x3'))
 LRN_AFTER = ('MaxPool_2a_3x3', 'Conv2d_2c_3x3')
 # Auxiliary classifiers on the outputs of the paper's 4a and 4d (Section 5).
 AUX_AFTER = {'Mixed_4b': 'AuxLogits_4b', 'Mixed_4e': 'AuxLogits_4e'}
-AUX_CONV = C('Conv2d_1b_1x1', 128, 1)
+AUX_CONV = Conv('Conv2d_1b_1x1', 128, 1)
 
 
 def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
@@ -78,14 +78,14 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: 
 
 
 def inception_module(n1: int, n3r: int, n3: int, n5r: int, n5: int, pool_proj: int,
-                     k5: int = 3) -> tuple[layers.Spec, ...]:
+                     k5: int = 3) -> tuple[Spec, ...]:
   """Figure 2(b): 1x1 | 1x1-3x3 | 1x1-5x5 | 3x3 max pool-1x1, widths from a row of Table 1.
   TF-slim and torchvision made the 5x5 a 3x3 (``k5=3``, pytorch/vision#906)."""
   return (
-      layers.Spec((C('Conv2d_0a_1x1', n1, 1),)),
-      layers.Spec((C('Conv2d_0a_1x1', n3r, 1), C('Conv2d_0b_3x3', n3, 3))),
-      layers.Spec((C('Conv2d_0a_1x1', n5r, 1), C(f'Conv2d_0b_{k5}x{k5}', n5, k5))),
-      layers.Spec((P('max', 3, 1, 'SAME'), C('Conv2d_0b_1x1', pool_proj, 1))),
+      Spec((Conv('Conv2d_0a_1x1', n1, 1),)),
+      Spec((Conv('Conv2d_0a_1x1', n3r, 1), Conv('Conv2d_0b_3x3', n3, 3))),
+      Spec((Conv('Conv2d_0a_1x1', n5r, 1), Conv(f'Conv2d_0b_{k5}x{k5}', n5, k5))),
+      Spec((Pool('max', 3, 1, 'SAME'), Conv('Conv2d_0b_1x1', pool_proj, 1))),
   )
 
 
@@ -104,15 +104,16 @@ class AuxHead(nn.Module):
   variant: str
   dropout_rate: float = 0.7
   dtype: Any = jnp.float32
+  cpu_convolutions: str = 'ynnpack'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if self.conventions.aux_pool == 'adaptive':
-      x = layers.adaptive_avg_pool(x, 4)
+      x = adaptive_avg_pool(x, 4)
     else:
       x = layers.avg_pool(x, 5, 3, 'VALID', self.conventions)
     x = layers.apply_op(AUX_CONV, x, train, self.conventions, use_bn=self.variant == 'bn',
-                        dtype=self.dtype)
+                        dtype=self.dtype, cpu_convolutions=self.cpu_convolutions)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(layers.dense(1024, self.dtype, name='Fc_2a')(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -136,6 +137,7 @@ class InceptionV1(nn.Module):
   dtype: Any = jnp.float32
   aux_logits: bool = True
   variant: str = 'bn'
+  cpu_convolutions: str = 'ynnpack'  # XLA:CPU's convolution library (see layers)
 
   # With the default options under TF conventions, the aux heads' VALID 5x5 pool needs a 5x5
   # Mixed_4b map, i.e. ceil(size / 16) >= 5; the aux heads are built at init in every mode.
@@ -150,7 +152,8 @@ class InceptionV1(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False):
     layers.check_input(images, self.min_size, 'inception_v1')
-    kw = dict(conventions=self.conventions, use_bn=self.variant == 'bn', dtype=self.dtype)
+    kw = dict(conventions=self.conventions, use_bn=self.variant == 'bn', dtype=self.dtype,
+              cpu_convolutions=self.cpu_convolutions)
     point = functools.partial(layers.endpoint, self)
     x = images.astype(self.dtype)
     for op in STEM:
@@ -166,11 +169,11 @@ class InceptionV1(nn.Module):
       x = point(name, layers.Mixed(inception_module(*filters, k5=k5), name=name, **kw)(x, train))
       if run_aux and name in AUX_AFTER:
         a = AuxHead(self.num_classes, self.conventions, self.variant, self.aux_dropout_rate,
-                    self.dtype, name=AUX_AFTER[name])(x, train)
+                    self.dtype, self.cpu_convolutions, name=AUX_AFTER[name])(x, train)
         layers.aux_logits(self, point(AUX_AFTER[name], a))
 
     # Table 1: 7x7/1 average pool at 224; global at any resolution, as torchvision.
-    x = layers.global_avg_pool(x)
+    x = global_avg_pool(x)
     layers.endpoint(self, 'PreLogits', x)
     if self.num_classes == 0:
       return x

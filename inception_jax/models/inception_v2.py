@@ -19,8 +19,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inception_jax.kernels.pool import global_avg_pool
 from inception_jax.models import inception_v1, layers
 from inception_jax.models.conventions import Conventions, resolve
+from inception_jax.models.layers import Conv, Pool, Spec
 from inception_jax.models.registry import register
 
 
@@ -36,8 +38,6 @@ class Row(NamedTuple):
   proj: int            # 'Pool + proj' (0: "pass through", the pool output is concatenated as is)
   stride: int = 1
 
-
-C, P = layers.Conv, layers.Pool
 
 # Figure 5, rows 3a..5b, under TF-slim's names.
 ROWS = (
@@ -55,7 +55,7 @@ ROWS = (
 )
 
 
-def inception_module(row: Row) -> tuple[layers.Spec, ...]:
+def inception_module(row: Row) -> tuple[Spec, ...]:
   """A module of Figure 5: 1x1 | 1x1-3x3 | 1x1-3x3-3x3 | pool(-1x1 projection). The stride-2
   rows (3c, 4e; Appendix) have no 1x1 branch, stride the last 3x3 of both conv branches and a
   max pool, and pass the pool output through unprojected."""
@@ -63,12 +63,12 @@ def inception_module(row: Row) -> tuple[layers.Spec, ...]:
   # TF-slim scopes: a stride-2 op is '..._1a_...'; a stride-1 chain counts 0a, 0b, 0c.
   last = 'Conv2d_1a_3x3' if s > 1 else None
   specs = [
-      layers.Spec((C('Conv2d_0a_1x1', r.conv_1x1, 1),)),
-      layers.Spec((C('Conv2d_0a_1x1', r.reduce_3x3, 1),
-                   C(last or 'Conv2d_0b_3x3', r.conv_3x3, 3, s))),
-      layers.Spec((C('Conv2d_0a_1x1', r.reduce_d3x3, 1), C('Conv2d_0b_3x3', r.conv_d3x3, 3),
-                   C(last or 'Conv2d_0c_3x3', r.conv_d3x3, 3, s))),
-      layers.Spec((P(r.pool, 3, s), *((C('Conv2d_0b_1x1', r.proj, 1),) if r.proj else ()))),
+      Spec((Conv('Conv2d_0a_1x1', r.conv_1x1, 1),)),
+      Spec((Conv('Conv2d_0a_1x1', r.reduce_3x3, 1),
+            Conv(last or 'Conv2d_0b_3x3', r.conv_3x3, 3, s))),
+      Spec((Conv('Conv2d_0a_1x1', r.reduce_d3x3, 1), Conv('Conv2d_0b_3x3', r.conv_d3x3, 3),
+            Conv(last or 'Conv2d_0c_3x3', r.conv_d3x3, 3, s))),
+      Spec((Pool(r.pool, 3, s), *((Conv('Conv2d_0b_1x1', r.proj, 1),) if r.proj else ()))),
   ]
   return tuple(specs if r.conv_1x1 else specs[1:])
 
@@ -88,6 +88,7 @@ class InceptionV2(nn.Module):
   # The Caffe release has a bias in every convolution, ahead of the BatchNorm.
   conv_bias: bool = True
   dtype: Any = jnp.float32
+  cpu_convolutions: str = 'ynnpack'  # XLA:CPU's convolution library (see layers)
 
   # Smallest input that runs in both conventions. Under 'torch' (Caffe) the unpadded ceil-mode
   # pools and the padded stride-2 convs of Mixed_4a/Mixed_5a agree only on even maps, which only
@@ -98,7 +99,8 @@ class InceptionV2(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     layers.check_input(images, self.min_size, 'inception_v2')
-    kw = dict(conventions=self.conventions, use_bias=self.conv_bias, dtype=self.dtype)
+    kw = dict(conventions=self.conventions, use_bias=self.conv_bias, dtype=self.dtype,
+              cpu_convolutions=self.cpu_convolutions)
     point = functools.partial(layers.endpoint, self)
     x = images.astype(self.dtype)
     # Stem, Figure 5 rows 1-4: GoogLeNet's, without its LRN (Section 4.2.1).
@@ -110,7 +112,7 @@ class InceptionV2(nn.Module):
       x = point(row.name, layers.Mixed(inception_module(row), name=row.name, **kw)(x, train))
 
     # Figure 5's final 7x7 average pool, taken over the whole map at any input size.
-    x = layers.global_avg_pool(x)
+    x = global_avg_pool(x)
     layers.endpoint(self, 'PreLogits', x)
     if self.num_classes == 0:
       return x

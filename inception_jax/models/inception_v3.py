@@ -17,83 +17,82 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inception_jax.kernels.pool import global_avg_pool
 from inception_jax.models import layers
 from inception_jax.models.conventions import TF, Conventions
+from inception_jax.models.layers import Conv, Pool, Spec
 from inception_jax.models.registry import register
 
 
-C, P = layers.Conv, layers.Pool
-
-
 def inception_a(pool_features: int, widths=((64,), (48, 64), (64, 96, 96)),
-                branch0_scope: str = 'Conv2d_0a_1x1') -> tuple[layers.Spec, ...]:
+                branch0_scope: str = 'Conv2d_0a_1x1') -> tuple[Spec, ...]:
   """Figure 5, the 35x35 module: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avg pool-1x1. ``widths`` are the
   convs' widths per branch (IRv2's Mixed_5b reuses the module with wider 1x1s)."""
   (w0,), (w1a, w1b), (w2a, w2b, w2c) = widths
   return (
-      layers.Spec((C(branch0_scope, w0, 1),)),
-      layers.Spec((C('Conv2d_0a_1x1', w1a, 1), C('Conv2d_0b_5x5', w1b, 5))),
-      layers.Spec((C('Conv2d_0a_1x1', w2a, 1), C('Conv2d_0b_3x3', w2b, 3),
-                   C('Conv2d_0c_3x3', w2c, 3))),
-      layers.Spec((P('avg', 3), C('Conv2d_0b_1x1', pool_features, 1))),
+      Spec((Conv(branch0_scope, w0, 1),)),
+      Spec((Conv('Conv2d_0a_1x1', w1a, 1), Conv('Conv2d_0b_5x5', w1b, 5))),
+      Spec((Conv('Conv2d_0a_1x1', w2a, 1), Conv('Conv2d_0b_3x3', w2b, 3),
+            Conv('Conv2d_0c_3x3', w2c, 3))),
+      Spec((Pool('avg', 3), Conv('Conv2d_0b_1x1', pool_features, 1))),
   )
 
 
-def reduction_a() -> tuple[layers.Spec, ...]:
+def reduction_a() -> tuple[Spec, ...]:
   """Figure 10, the 35x35 -> 17x17 reduction (Mixed_6a): stride-2 convs beside a pool, so the
   grid shrinks without a representational bottleneck (Section 5)."""
   return (
-      layers.Spec((C('Conv2d_1a_3x3', 384, 3, 2, 'VALID'),)),
-      layers.Spec((C('Conv2d_0a_1x1', 64, 1), C('Conv2d_0b_3x3', 96, 3),
-                   C('Conv2d_1a_3x3', 96, 3, 2, 'VALID'))),
-      layers.Spec((P('max', 3, 2, 'VALID'),)),
+      Spec((Conv('Conv2d_1a_3x3', 384, 3, 2, 'VALID'),)),
+      Spec((Conv('Conv2d_0a_1x1', 64, 1), Conv('Conv2d_0b_3x3', 96, 3),
+            Conv('Conv2d_1a_3x3', 96, 3, 2, 'VALID'))),
+      Spec((Pool('max', 3, 2, 'VALID'),)),
   )
 
 
-def inception_b(channels_7x7: int) -> tuple[layers.Spec, ...]:
+def inception_b(channels_7x7: int) -> tuple[Spec, ...]:
   """Figure 6, the 17x17 module: 7x7 convs factorised into 1x7 and 7x1 (Section 3.2);
   ``channels_7x7`` is the width inside the factorised branches."""
   c = channels_7x7
   return (
-      layers.Spec((C('Conv2d_0a_1x1', 192, 1),)),
-      layers.Spec((C('Conv2d_0a_1x1', c, 1), C('Conv2d_0b_1x7', c, (1, 7)),
-                   C('Conv2d_0c_7x1', 192, (7, 1)))),
-      layers.Spec((C('Conv2d_0a_1x1', c, 1), C('Conv2d_0b_7x1', c, (7, 1)),
-                   C('Conv2d_0c_1x7', c, (1, 7)), C('Conv2d_0d_7x1', c, (7, 1)),
-                   C('Conv2d_0e_1x7', 192, (1, 7)))),
-      layers.Spec((P('avg', 3), C('Conv2d_0b_1x1', 192, 1))),
+      Spec((Conv('Conv2d_0a_1x1', 192, 1),)),
+      Spec((Conv('Conv2d_0a_1x1', c, 1), Conv('Conv2d_0b_1x7', c, (1, 7)),
+            Conv('Conv2d_0c_7x1', 192, (7, 1)))),
+      Spec((Conv('Conv2d_0a_1x1', c, 1), Conv('Conv2d_0b_7x1', c, (7, 1)),
+            Conv('Conv2d_0c_1x7', c, (1, 7)), Conv('Conv2d_0d_7x1', c, (7, 1)),
+            Conv('Conv2d_0e_1x7', 192, (1, 7)))),
+      Spec((Pool('avg', 3), Conv('Conv2d_0b_1x1', 192, 1))),
   )
 
 
-def reduction_b() -> tuple[layers.Spec, ...]:
+def reduction_b() -> tuple[Spec, ...]:
   """Figure 10's reduction on the 17x17 grid (Mixed_7a): 17x17 -> 8x8."""
   return (
-      layers.Spec((C('Conv2d_0a_1x1', 192, 1), C('Conv2d_1a_3x3', 320, 3, 2, 'VALID'))),
-      layers.Spec((C('Conv2d_0a_1x1', 192, 1), C('Conv2d_0b_1x7', 192, (1, 7)),
-                   C('Conv2d_0c_7x1', 192, (7, 1)), C('Conv2d_1a_3x3', 192, 3, 2, 'VALID'))),
-      layers.Spec((P('max', 3, 2, 'VALID'),)),
+      Spec((Conv('Conv2d_0a_1x1', 192, 1), Conv('Conv2d_1a_3x3', 320, 3, 2, 'VALID'))),
+      Spec((Conv('Conv2d_0a_1x1', 192, 1), Conv('Conv2d_0b_1x7', 192, (1, 7)),
+            Conv('Conv2d_0c_7x1', 192, (7, 1)), Conv('Conv2d_1a_3x3', 192, 3, 2, 'VALID'))),
+      Spec((Pool('max', 3, 2, 'VALID'),)),
   )
 
 
-def inception_c() -> tuple[layers.Spec, ...]:
+def inception_c() -> tuple[Spec, ...]:
   """Figure 7, the 8x8 module: the 3x3s fork into parallel 1x3 and 3x1, widening the output on
   the coarsest grid (Section 2)."""
-  fork = lambda a, b: (C(a, 384, (1, 3)), C(b, 384, (3, 1)))
+  fork = lambda a, b: (Conv(a, 384, (1, 3)), Conv(b, 384, (3, 1)))
   return (
-      layers.Spec((C('Conv2d_0a_1x1', 320, 1),)),
-      layers.Spec((C('Conv2d_0a_1x1', 384, 1),), fork('Conv2d_0b_1x3', 'Conv2d_0c_3x1')),
-      layers.Spec((C('Conv2d_0a_1x1', 448, 1), C('Conv2d_0b_3x3', 384, 3)),
-                  fork('Conv2d_0c_1x3', 'Conv2d_0d_3x1')),
-      layers.Spec((P('avg', 3), C('Conv2d_0b_1x1', 192, 1))),
+      Spec((Conv('Conv2d_0a_1x1', 320, 1),)),
+      Spec((Conv('Conv2d_0a_1x1', 384, 1),), fork('Conv2d_0b_1x3', 'Conv2d_0c_3x1')),
+      Spec((Conv('Conv2d_0a_1x1', 448, 1), Conv('Conv2d_0b_3x3', 384, 3)),
+           fork('Conv2d_0c_1x3', 'Conv2d_0d_3x1')),
+      Spec((Pool('avg', 3), Conv('Conv2d_0b_1x1', 192, 1))),
   )
 
 
 # Table 1 as released: the stem up to the 35x35 grid, then every Mixed block as
 # (name, spec function, arguments). Converters derive their scope names from these tables.
-STEM = (C('Conv2d_1a_3x3', 32, 3, 2, 'VALID'), C('Conv2d_2a_3x3', 32, 3, 1, 'VALID'),
-        C('Conv2d_2b_3x3', 64, 3), P('max', 3, 2, 'VALID', name='MaxPool_3a_3x3'),
-        C('Conv2d_3b_1x1', 80, 1, 1, 'VALID'), C('Conv2d_4a_3x3', 192, 3, 1, 'VALID'),
-        P('max', 3, 2, 'VALID', name='MaxPool_5a_3x3'))
+STEM = (Conv('Conv2d_1a_3x3', 32, 3, 2, 'VALID'), Conv('Conv2d_2a_3x3', 32, 3, 1, 'VALID'),
+        Conv('Conv2d_2b_3x3', 64, 3), Pool('max', 3, 2, 'VALID', name='MaxPool_3a_3x3'),
+        Conv('Conv2d_3b_1x1', 80, 1, 1, 'VALID'), Conv('Conv2d_4a_3x3', 192, 3, 1, 'VALID'),
+        Pool('max', 3, 2, 'VALID', name='MaxPool_5a_3x3'))
 MIXED = (('Mixed_5b', inception_a, (32,)), ('Mixed_5c', inception_a, (64,)),
          ('Mixed_5d', inception_a, (64,)), ('Mixed_6a', reduction_a, ()),
          ('Mixed_6b', inception_b, (128,)), ('Mixed_6c', inception_b, (160,)),
@@ -101,7 +100,7 @@ MIXED = (('Mixed_5b', inception_a, (32,)), ('Mixed_5c', inception_a, (64,)),
          ('Mixed_7a', reduction_b, ()), ('Mixed_7b', inception_c, ()),
          ('Mixed_7c', inception_c, ()))
 AUX_AFTER = 'Mixed_6e'  # Section 4: the auxiliary classifier sits on the last 17x17 module
-AUX_CONVS = (C('Conv2d_1b_1x1', 128, 1), C('Conv2d_2a_5x5', 768, 5))  # Figure 8
+AUX_CONVS = (Conv('Conv2d_1b_1x1', 128, 1), Conv('Conv2d_2a_5x5', 768, 5))  # Figure 8
 
 
 class AuxHead(nn.Module):
@@ -113,14 +112,16 @@ class AuxHead(nn.Module):
   num_classes: int
   conventions: Conventions
   dtype: Any = jnp.float32
+  cpu_convolutions: str = 'ynnpack'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = layers.avg_pool(x, 5, 3, _fitting(x, 5), self.conventions)
     for op in AUX_CONVS:
       x = layers.apply_op(op._replace(padding=_fitting(x, op.kernel)), x, train,
-                          self.conventions, dtype=self.dtype)
-    x = layers.global_avg_pool(x)
+                          self.conventions, dtype=self.dtype,
+                          cpu_convolutions=self.cpu_convolutions)
+    x = global_avg_pool(x)
     return layers.dense(self.num_classes, self.dtype, name='Logits')(x)
 
 
@@ -141,6 +142,8 @@ class InceptionV3(nn.Module):
     aux_logits: the auxiliary classifier after Mixed_6e (Section 4); its logits go to
       ``intermediates/aux_logits`` (see ``models/__init__.py``).
     dtype: compute dtype (parameters stay float32).
+    cpu_convolutions: the library XLA:CPU runs convolutions with, 'ynnpack' or 'xla' (see
+      ``layers``): the forms of the gradients, not the function.
   """
 
   num_classes: int = 1000
@@ -148,6 +151,7 @@ class InceptionV3(nn.Module):
   dropout_rate: float = 0.2
   aux_logits: bool = True
   dtype: Any = jnp.float32
+  cpu_convolutions: str = 'ynnpack'
 
   # Mixed_7a's stride-2 VALID 3x3 needs a 3x3 map, which a 75x75 input leaves (Keras and
   # torchvision document the same minimum); the aux head runs there too (see AuxHead).
@@ -156,7 +160,8 @@ class InceptionV3(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False):
     layers.check_input(images, self.min_size, 'inception_v3')
-    kw = dict(conventions=self.conventions, dtype=self.dtype)
+    kw = dict(conventions=self.conventions, dtype=self.dtype,
+              cpu_convolutions=self.cpu_convolutions)
     point = functools.partial(layers.endpoint, self)
 
     x = images
@@ -171,7 +176,7 @@ class InceptionV3(nn.Module):
 
     # Table 1's 8x8 pool taken over the whole map (as Keras and torchvision do), so that every
     # input size gives one feature vector.
-    x = point('PreLogits', layers.global_avg_pool(x))
+    x = point('PreLogits', global_avg_pool(x))
     if not self.num_classes:
       return x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

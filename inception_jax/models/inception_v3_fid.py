@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inception_jax.kernels.pool import global_avg_pool
 from inception_jax.models import inception_v3, layers
 from inception_jax.models.conventions import Conventions, resolve
 from inception_jax.models.layers import Pool, Spec
@@ -57,25 +58,29 @@ class InceptionV3FID(nn.Module):
       kernels is symmetric; pools exclude padding; BN eps 1e-3 with a scale; see
       ``conventions.py``).
     dtype: compute dtype (parameters stay float32).
+    cpu_convolutions: the library XLA:CPU runs convolutions with, 'ynnpack' or 'xla' (see
+      ``layers``): the forms of the gradients, not the function.
   """
 
   num_classes: int = 1008
   conventions: Conventions = resolve('inception_v3_fid', 'tf')
   dtype: Any = jnp.float32
+  cpu_convolutions: str = 'ynnpack'
 
   min_size: ClassVar[int] = 75  # Mixed_7a's stride-2 VALID 3x3 needs a 3x3 map
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     layers.check_input(images, self.min_size, 'inception_v3_fid')
-    conventions = self.conventions
+    kw = dict(conventions=self.conventions, dtype=self.dtype,
+              cpu_convolutions=self.cpu_convolutions)
     point = functools.partial(layers.endpoint, self)
     x = images
     for op in STEM:
-      x = point(op.name, layers.apply_op(op, x, train, conventions, dtype=self.dtype))
+      x = point(op.name, layers.apply_op(op, x, train, **kw))
     for name, specs in MIXED:
-      x = point(name, layers.Mixed(specs, conventions, dtype=self.dtype, name=name)(x, train))
-    x = point('PreLogits', layers.global_avg_pool(x))
+      x = point(name, layers.Mixed(specs, name=name, **kw)(x, train))
+    x = point('PreLogits', global_avg_pool(x))
     if not self.num_classes:
       return x
     return layers.dense(self.num_classes, self.dtype, name='Logits')(x)

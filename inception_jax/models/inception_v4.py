@@ -16,76 +16,77 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inception_jax.kernels.pool import global_avg_pool
 from inception_jax.models import layers
 from inception_jax.models.conventions import TF, Conventions
+from inception_jax.models.layers import Conv, Pool, Spec
 from inception_jax.models.registry import register
-from inception_jax.models.runs import Run, run_blocks
-
-C, P, S = layers.Conv, layers.Pool, layers.Spec
+from inception_jax.models.repeat import Run, run_blocks
 
 
-def mixed_3a() -> tuple[layers.Spec, ...]:
+def mixed_3a() -> tuple[Spec, ...]:
   """Figure 3, first filter concatenation: max pool | 96 conv, both 3x3/2 VALID."""
-  return S((P('max', 3, 2, 'VALID'),)), S((C('Conv2d_0a_3x3', 96, 3, 2, 'VALID'),))
+  return Spec((Pool('max', 3, 2, 'VALID'),)), Spec((Conv('Conv2d_0a_3x3', 96, 3, 2, 'VALID'),))
 
 
-def mixed_4a() -> tuple[layers.Spec, ...]:
+def mixed_4a() -> tuple[Spec, ...]:
   """Figure 3, second filter concatenation (1x7 before 7x1, as released)."""
-  return (S((C('Conv2d_0a_1x1', 64, 1), C('Conv2d_1a_3x3', 96, 3, 1, 'VALID'))),
-          S((C('Conv2d_0a_1x1', 64, 1), C('Conv2d_0b_1x7', 64, (1, 7)),
-             C('Conv2d_0c_7x1', 64, (7, 1)), C('Conv2d_1a_3x3', 96, 3, 1, 'VALID'))))
+  return (Spec((Conv('Conv2d_0a_1x1', 64, 1), Conv('Conv2d_1a_3x3', 96, 3, 1, 'VALID'))),
+          Spec((Conv('Conv2d_0a_1x1', 64, 1), Conv('Conv2d_0b_1x7', 64, (1, 7)),
+                Conv('Conv2d_0c_7x1', 64, (7, 1)), Conv('Conv2d_1a_3x3', 96, 3, 1, 'VALID'))))
 
 
-def mixed_5a() -> tuple[layers.Spec, ...]:
+def mixed_5a() -> tuple[Spec, ...]:
   """Figure 3, last filter concatenation: 192 conv | max pool, both 3x3/2 VALID (the figure
   omits the conv's stride; the 35x35 output needs 2)."""
-  return S((C('Conv2d_1a_3x3', 192, 3, 2, 'VALID'),)), S((P('max', 3, 2, 'VALID'),))
+  return Spec((Conv('Conv2d_1a_3x3', 192, 3, 2, 'VALID'),)), Spec((Pool('max', 3, 2, 'VALID'),))
 
 
-def inception_a() -> tuple[layers.Spec, ...]:
+def inception_a() -> tuple[Spec, ...]:
   """Figure 4, the 35x35 block: 4 x 96 = 384 channels."""
-  return (S((C('Conv2d_0a_1x1', 96, 1),)),
-          S((C('Conv2d_0a_1x1', 64, 1), C('Conv2d_0b_3x3', 96, 3))),
-          S((C('Conv2d_0a_1x1', 64, 1), C('Conv2d_0b_3x3', 96, 3), C('Conv2d_0c_3x3', 96, 3))),
-          S((P('avg', 3), C('Conv2d_0b_1x1', 96, 1))))
+  return (Spec((Conv('Conv2d_0a_1x1', 96, 1),)),
+          Spec((Conv('Conv2d_0a_1x1', 64, 1), Conv('Conv2d_0b_3x3', 96, 3))),
+          Spec((Conv('Conv2d_0a_1x1', 64, 1), Conv('Conv2d_0b_3x3', 96, 3),
+                Conv('Conv2d_0c_3x3', 96, 3))),
+          Spec((Pool('avg', 3), Conv('Conv2d_0b_1x1', 96, 1))))
 
 
-def reduction_a(k: int, l: int, m: int, n: int) -> tuple[layers.Spec, ...]:
+def reduction_a(k: int, l: int, m: int, n: int) -> tuple[Spec, ...]:
   """Figure 7, 35x35 -> 17x17, shared by the paper's three networks with Table 1's k, l, m, n."""
-  return (S((C('Conv2d_1a_3x3', n, 3, 2, 'VALID'),)),
-          S((C('Conv2d_0a_1x1', k, 1), C('Conv2d_0b_3x3', l, 3),
-             C('Conv2d_1a_3x3', m, 3, 2, 'VALID'))),
-          S((P('max', 3, 2, 'VALID'),)))
+  return (Spec((Conv('Conv2d_1a_3x3', n, 3, 2, 'VALID'),)),
+          Spec((Conv('Conv2d_0a_1x1', k, 1), Conv('Conv2d_0b_3x3', l, 3),
+                Conv('Conv2d_1a_3x3', m, 3, 2, 'VALID'))),
+          Spec((Pool('max', 3, 2, 'VALID'),)))
 
 
-def inception_b() -> tuple[layers.Spec, ...]:
+def inception_b() -> tuple[Spec, ...]:
   """Figure 5, the 17x17 block: 384 + 256 + 256 + 128 = 1024 channels."""
-  return (S((C('Conv2d_0a_1x1', 384, 1),)),
-          S((C('Conv2d_0a_1x1', 192, 1), C('Conv2d_0b_1x7', 224, (1, 7)),
-             C('Conv2d_0c_7x1', 256, (7, 1)))),
-          S((C('Conv2d_0a_1x1', 192, 1), C('Conv2d_0b_7x1', 192, (7, 1)),
-             C('Conv2d_0c_1x7', 224, (1, 7)), C('Conv2d_0d_7x1', 224, (7, 1)),
-             C('Conv2d_0e_1x7', 256, (1, 7)))),
-          S((P('avg', 3), C('Conv2d_0b_1x1', 128, 1))))
+  return (Spec((Conv('Conv2d_0a_1x1', 384, 1),)),
+          Spec((Conv('Conv2d_0a_1x1', 192, 1), Conv('Conv2d_0b_1x7', 224, (1, 7)),
+                Conv('Conv2d_0c_7x1', 256, (7, 1)))),
+          Spec((Conv('Conv2d_0a_1x1', 192, 1), Conv('Conv2d_0b_7x1', 192, (7, 1)),
+                Conv('Conv2d_0c_1x7', 224, (1, 7)), Conv('Conv2d_0d_7x1', 224, (7, 1)),
+                Conv('Conv2d_0e_1x7', 256, (1, 7)))),
+          Spec((Pool('avg', 3), Conv('Conv2d_0b_1x1', 128, 1))))
 
 
-def reduction_b() -> tuple[layers.Spec, ...]:
+def reduction_b() -> tuple[Spec, ...]:
   """Figure 8, 17x17 -> 8x8: 192 + 320 + 1024 (pool) = 1536 channels."""
-  return (S((C('Conv2d_0a_1x1', 192, 1), C('Conv2d_1a_3x3', 192, 3, 2, 'VALID'))),
-          S((C('Conv2d_0a_1x1', 256, 1), C('Conv2d_0b_1x7', 256, (1, 7)),
-             C('Conv2d_0c_7x1', 320, (7, 1)), C('Conv2d_1a_3x3', 320, 3, 2, 'VALID'))),
-          S((P('max', 3, 2, 'VALID'),)))
+  return (Spec((Conv('Conv2d_0a_1x1', 192, 1), Conv('Conv2d_1a_3x3', 192, 3, 2, 'VALID'))),
+          Spec((Conv('Conv2d_0a_1x1', 256, 1), Conv('Conv2d_0b_1x7', 256, (1, 7)),
+                Conv('Conv2d_0c_7x1', 320, (7, 1)), Conv('Conv2d_1a_3x3', 320, 3, 2, 'VALID'))),
+          Spec((Pool('max', 3, 2, 'VALID'),)))
 
 
-def inception_c() -> tuple[layers.Spec, ...]:
+def inception_c() -> tuple[Spec, ...]:
   """Figure 6, the 8x8 block (1536 channels); branches 1 and 2 end in a 1x3 | 3x1 fork."""
-  return (S((C('Conv2d_0a_1x1', 256, 1),)),
-          S((C('Conv2d_0a_1x1', 384, 1),),
-            (C('Conv2d_0b_1x3', 256, (1, 3)), C('Conv2d_0c_3x1', 256, (3, 1)))),
-          S((C('Conv2d_0a_1x1', 384, 1), C('Conv2d_0b_3x1', 448, (3, 1)),
-             C('Conv2d_0c_1x3', 512, (1, 3))),
-            (C('Conv2d_0d_1x3', 256, (1, 3)), C('Conv2d_0e_3x1', 256, (3, 1)))),
-          S((P('avg', 3), C('Conv2d_0b_1x1', 256, 1))))
+  return (Spec((Conv('Conv2d_0a_1x1', 256, 1),)),
+          Spec((Conv('Conv2d_0a_1x1', 384, 1),),
+               (Conv('Conv2d_0b_1x3', 256, (1, 3)), Conv('Conv2d_0c_3x1', 256, (3, 1)))),
+          Spec((Conv('Conv2d_0a_1x1', 384, 1), Conv('Conv2d_0b_3x1', 448, (3, 1)),
+                Conv('Conv2d_0c_1x3', 512, (1, 3))),
+               (Conv('Conv2d_0d_1x3', 256, (1, 3)), Conv('Conv2d_0e_3x1', 256, (3, 1)))),
+          Spec((Pool('avg', 3), Conv('Conv2d_0b_1x1', 256, 1))))
 
 
 def _run(grid: str, letters: str) -> Run:
@@ -95,8 +96,8 @@ def _run(grid: str, letters: str) -> Run:
 
 
 # Figure 3 (stem) and Figure 9, in order: plain convs, then (name or run, spec function, args).
-STEM = (C('Conv2d_1a_3x3', 32, 3, 2, 'VALID'), C('Conv2d_2a_3x3', 32, 3, 1, 'VALID'),
-        C('Conv2d_2b_3x3', 64, 3))
+STEM = (Conv('Conv2d_1a_3x3', 32, 3, 2, 'VALID'), Conv('Conv2d_2a_3x3', 32, 3, 1, 'VALID'),
+        Conv('Conv2d_2b_3x3', 64, 3))
 BLOCKS = (('Mixed_3a', mixed_3a, ()), ('Mixed_4a', mixed_4a, ()), ('Mixed_5a', mixed_5a, ()),
           (_run('5', 'bcde'), inception_a, ()),
           ('Mixed_6a', reduction_a, (192, 224, 256, 384)),
@@ -119,6 +120,7 @@ class InceptionV4(nn.Module):
   scan: bool = True
   remat: bool = False
   dtype: Any = jnp.float32
+  cpu_convolutions: str = 'ynnpack'  # XLA:CPU's convolution library (see layers)
 
   # 75 -> 37 -> 35 -> 17 -> 15 -> 7 -> 3 -> 1 through the VALID stages up to Mixed_7a.
   min_size: ClassVar[int] = 75
@@ -129,7 +131,8 @@ class InceptionV4(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     layers.check_input(images, self.min_size, 'inception_v4')
-    kw = dict(conventions=self.conventions, dtype=self.dtype)
+    kw = dict(conventions=self.conventions, dtype=self.dtype,
+              cpu_convolutions=self.cpu_convolutions)
     point = functools.partial(layers.endpoint, self)
     x = images.astype(self.dtype)
     for op in STEM:
@@ -143,7 +146,7 @@ class InceptionV4(nn.Module):
         if self.scan:
           point(name.blocks[-1], x)
 
-    x = point('PreLogits', layers.global_avg_pool(x))
+    x = point('PreLogits', global_avg_pool(x))
     if not self.num_classes:
       return x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

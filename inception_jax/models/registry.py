@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import flax.linen as nn
 
-from inception_jax.models import conventions as conv_lib
+from inception_jax.models import conventions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,12 +23,6 @@ class ModelInfo:
   @property
   def min_size(self) -> int:
     return self.cls.min_size
-
-  @property
-  def depthwise(self) -> bool:
-    """Whether the architecture has depthwise convolutions (Xception's separable ones), which
-    decide XLA:CPU's best convolution library for training (``machine.set_cpu_convolutions``)."""
-    return getattr(self.cls, 'depthwise', False)
 
   @property
   def default_conventions(self) -> str:
@@ -76,8 +70,11 @@ def register(name: str, *, paper: str, input_size: int, aliases: tuple[str, ...]
   def wrap(cls: type[nn.Module]) -> type[nn.Module]:
     if not isinstance(getattr(cls, 'min_size', None), int):
       raise TypeError(f'{cls.__name__} must define an int class attribute min_size')
+    if 'cpu_convolutions' not in cls.__dataclass_fields__:  # the entry points pass it to all
+      raise TypeError(f'{cls.__name__} must have a cpu_convolutions field (see layers)')
     default = getattr(cls.__dataclass_fields__.get('conventions'), 'default', None)
-    if not isinstance(default, conv_lib.Conventions) or default != conv_lib.resolve(name, default.name):
+    if (not isinstance(default, conventions.Conventions)
+        or default != conventions.resolve(name, default.name)):
       raise TypeError(f'{cls.__name__}.conventions must default to '
                       f'conventions.resolve({name!r}, origin), got {default!r}')
     for key in (name, *aliases):
@@ -115,7 +112,8 @@ def create(name: str, *, num_classes: int | None = None, **options: Any) -> nn.M
     name: a name of :func:`list_models` or an alias (``googlenet``, ``bn_inception``, ...).
     num_classes: size of the classifier; 0 removes it (and any auxiliary heads), and the model
       returns its pooled pre-logits features. Default: the name's (1000; the FID network 1008).
-    **options: module fields (``dropout_rate``, ``dtype``, ``aux_logits``, ``variant``, ...);
+    **options: module fields (``dropout_rate``, ``dtype``, ``aux_logits``, ``variant``,
+      ``cpu_convolutions``: the library XLA:CPU runs the process' convolutions with, ...);
       ``conventions`` ('tf', 'torch' or a :class:`Conventions`), and any single field of
       :class:`Conventions` (e.g. ``bn_momentum=0.99``) to override it.
   """
@@ -125,13 +123,13 @@ def create(name: str, *, num_classes: int | None = None, **options: Any) -> nn.M
   num_classes = default_classes if num_classes is None else num_classes
   if num_classes < 0:
     raise ValueError(f'num_classes must be >= 0, got {num_classes}')
-  conventions = options.pop('conventions', entry.default_conventions)
-  overrides = {k: options.pop(k) for k in list(options) if k in conv_lib.field_names()}
-  options['conventions'] = conv_lib.resolve(entry.name, conventions, **overrides)
+  origin = options.pop('conventions', entry.default_conventions)
+  overrides = {k: options.pop(k) for k in list(options) if k in conventions.field_names()}
+  options['conventions'] = conventions.resolve(entry.name, origin, **overrides)
   fields = {f.name for f in dataclasses.fields(entry.cls)} - {'parent', 'name'}
   unknown = sorted(set(options) - fields)
   if unknown:
     raise TypeError(f'{entry.name} has no option(s) {unknown}; options: '
                     f'{sorted(fields - {"num_classes"})} and the Conventions fields '
-                    f'{sorted(conv_lib.field_names())}')
+                    f'{sorted(conventions.field_names())}')
   return entry.cls(num_classes=num_classes, **options)

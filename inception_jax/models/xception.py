@@ -17,12 +17,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inception_jax.kernels.pool import global_avg_pool
 from inception_jax.models import layers
 from inception_jax.models.conventions import Conventions, resolve
+from inception_jax.models.layers import Conv, Pool
 from inception_jax.models.registry import register
-from inception_jax.models.runs import Run, run_blocks
-
-C, P = layers.Conv, layers.Pool
+from inception_jax.models.repeat import Run, run_blocks
 
 
 class SepConv(NamedTuple):
@@ -39,11 +39,12 @@ class SeparableConvBN(nn.Module):
   features: int
   conventions: Conventions
   dtype: Any = jnp.float32
+  cpu_convolutions: str = 'ynnpack'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     plain = dict(conventions=self.conventions, use_bn=False, use_bias=False, activation=None,
-                 dtype=self.dtype)
+                 dtype=self.dtype, cpu_convolutions=self.cpu_convolutions)
     x = layers.ConvBN(x.shape[-1], 3, feature_group_count=x.shape[-1], name='depthwise',
                       **plain)(x)
     x = layers.ConvBN(self.features, 1, name='pointwise', **plain)(x)
@@ -54,8 +55,8 @@ class SeparableConvBN(nn.Module):
 class Block(NamedTuple):
   """A residual block of Figure 5: ``ops`` (separable convs, then a max pool where the block
   strides) and the ``shortcut`` (a strided 1x1 conv+BN, or None: identity)."""
-  ops: tuple[SepConv | layers.Pool, ...]
-  shortcut: layers.Conv | None = None
+  ops: tuple[SepConv | Pool, ...]
+  shortcut: Conv | None = None
 
 
 def block(widths: tuple[int, ...], strides: int = 1, first_relu: bool = True) -> Block:
@@ -63,7 +64,8 @@ def block(widths: tuple[int, ...], strides: int = 1, first_relu: bool = True) ->
               for i, w in enumerate(widths))
   if strides == 1:
     return Block(ops)
-  return Block((*ops, P('max', 3, strides)), C('residual', widths[-1], 1, strides, relu=False))
+  return Block((*ops, Pool('max', 3, strides)),
+               Conv('residual', widths[-1], 1, strides, relu=False))
 
 
 class XceptionBlock(nn.Module):
@@ -73,10 +75,12 @@ class XceptionBlock(nn.Module):
   block: Block
   conventions: Conventions
   dtype: Any = jnp.float32
+  cpu_convolutions: str = 'ynnpack'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    kw = dict(conventions=self.conventions, dtype=self.dtype)
+    kw = dict(conventions=self.conventions, dtype=self.dtype,
+              cpu_convolutions=self.cpu_convolutions)
     shortcut = x
     if self.block.shortcut is not None:
       shortcut = layers.apply_op(self.block.shortcut, x, train, **kw)
@@ -90,7 +94,7 @@ class XceptionBlock(nn.Module):
 
 # Figure 5. block2 follows block1's own ReLU, so it starts with its separable conv; block14's
 # separable convs are each followed by a ReLU.
-STEM = (C('block1_conv1', 32, 3, 2, 'VALID'), C('block1_conv2', 64, 3, 1, 'VALID'))
+STEM = (Conv('block1_conv1', 32, 3, 2, 'VALID'), Conv('block1_conv2', 64, 3, 1, 'VALID'))
 MIDDLE_FLOW = Run((), 'block5_to_12', tuple(f'block{i}' for i in range(5, 13)))
 BLOCKS = (('block2', block((128, 128), 2, first_relu=False)),
           ('block3', block((256, 256), 2)),
@@ -109,7 +113,6 @@ class Xception(nn.Module):
   # Two VALID 3x3 convs (the first with stride 2) need 7 pixels to leave one; every later op is
   # padded. Keras refuses inputs below 71 by policy, not necessity.
   min_size: ClassVar[int] = 7
-  depthwise: ClassVar[bool] = True  # its separable convolutions: ModelInfo.depthwise
 
   num_classes: int = 1000
   # Keras's conventions (its BatchNorm keeps a scale): what create('xception') builds.
@@ -120,6 +123,7 @@ class Xception(nn.Module):
   scan: bool = True
   remat: bool = False
   dtype: Any = jnp.float32
+  cpu_convolutions: str = 'ynnpack'  # XLA:CPU's convolution library (see layers)
 
   def runs(self) -> tuple[Run, ...]:
     return (MIDDLE_FLOW,)
@@ -127,7 +131,8 @@ class Xception(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     layers.check_input(images, self.min_size, 'xception')
-    kw = dict(conventions=self.conventions, dtype=self.dtype)
+    kw = dict(conventions=self.conventions, dtype=self.dtype,
+              cpu_convolutions=self.cpu_convolutions)
     point = functools.partial(layers.endpoint, self)
     x = images.astype(self.dtype)
     for op in STEM:
@@ -144,7 +149,7 @@ class Xception(nn.Module):
       x = SeparableConvBN(op.features, name=op.name, **kw)(nn.relu(x) if op.relu else x, train)
     x = point('block14', nn.relu(x))
 
-    x = point('PreLogits', layers.global_avg_pool(x))
+    x = point('PreLogits', global_avg_pool(x))
     if self.num_classes == 0:
       return x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
