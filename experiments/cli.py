@@ -87,7 +87,9 @@ def _resolve(spec: str) -> str:
 
 def setup_logging(quiet: bool = False) -> None:
   """Our progress lines on stderr (warnings only when ``quiet``, e.g. on processes other than
-  the first); other libraries (orbax, absl) at their warnings only."""
+  the first); other libraries (orbax, absl) at their warnings only, less orbax's warning about
+  each checkpoint saved without eval metrics (by design, between evals)."""
+  from inception_jax import checkpoint
   handler = logging.StreamHandler()
   handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', datefmt='%H:%M:%S'))
   log = logging.getLogger('inception_jax')
@@ -96,6 +98,9 @@ def setup_logging(quiet: bool = False) -> None:
   log.propagate = False
   if not flags.FLAGS['verbosity'].present:
     absl_logging.set_verbosity(absl_logging.WARNING)
+  absl = logging.getLogger('absl')
+  if not any(isinstance(f, checkpoint.NoEvalNoWarning) for f in absl.filters):
+    absl.addFilter(checkpoint.NoEvalNoWarning())
 
 
 def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
