@@ -33,13 +33,18 @@ def main(argv):
   machine.set_cpu_convolutions(cli.CPU_CONVOLUTIONS.value, _CONFIG.value.data.image_size,
                                 training=False)
   cli.enable_compilation_cache(cli.COMPILATION_CACHE.value)
-  from inception_jax import train
+  from inception_jax import checkpoint, train
   step = _STEP.value
   if step not in (None, 'best'):
-    step = int(step)
+    try:
+      step = int(step)
+    except ValueError:
+      sys.exit(f"FATAL: --step={step}: give a step number or 'best'")
   try:
     result = train.evaluate(_CONFIG.value, _WORKDIR.value, weights=_WEIGHTS.value, step=step)
-  except errors.ConfigError as err:  # a config that cannot run: one line, no traceback
+  except errors.UserError as err:  # a config, a workdir or a step that is not there: one line
+    sys.exit(f'FATAL: {err}')
+  except checkpoint.CheckpointError as err:  # storage: the step, the path, and the cause
     sys.exit(f'FATAL: {err}')
   print(json.dumps(result, indent=2))
 

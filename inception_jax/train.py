@@ -29,7 +29,7 @@ import numpy as np
 from flax import traverse_util
 
 from inception_jax import checkpoint, data, errors, machine, mesh as mesh_lib
-from inception_jax import metrics as metrics_lib, models, optim, steps, train_state
+from inception_jax import metrics as metrics_lib, models, optim, resume, steps, train_state
 from inception_jax.data import prefetch
 
 log = logging.getLogger('inception_jax.train')
@@ -146,18 +146,19 @@ def restore_state(config, workdir: str, step: int | str | None = None
   ``step``: a step number, ``'best'`` (the best by eval top-1) or, by default, the latest.
   The state comes back on the devices of the mesh, replicated, as the train step leaves it; its
   ``params`` with ``batch_stats``, or ``ema_params`` with ``ema_batch_stats``, go to
-  ``setup.model.apply``. A checkpoint that cannot be read raises
-  ``checkpoint.CorruptCheckpointError`` or, after retries, ``checkpoint.CheckpointUnavailableError``
-  (each naming the step, path and cause).
+  ``setup.model.apply``. A workdir that is not there or holds no such step raises
+  ``checkpoint.NoCheckpointError`` (listing the steps it holds), checkpoints of another model
+  ``errors.ConfigError``; a checkpoint that cannot be read ``checkpoint.CorruptCheckpointError``,
+  ``CheckpointIncompatibleError`` or, after retries, ``CheckpointUnavailableError`` (each naming
+  the step, path and cause). Nothing is written.
   """
   s = setup(config)
   abstract = build(config, s).abstract
-  ckpt = checkpoint.Checkpointer(workdir)
+  ckpt = checkpoint.Checkpointer.existing(workdir)
   try:
-    at = ckpt.best_step() if step == 'best' else (ckpt.latest_step() if step is None else step)
-    if at is None:
-      raise FileNotFoundError(f'no checkpoint under {ckpt.directory}')
-    return s, ckpt.restore(int(at), abstract)
+    at = ckpt.step(step)
+    ckpt.check_compatible(abstract, model=config.model.name, saved_model=_saved_model(workdir))
+    return s, ckpt.restore(at, abstract)
   finally:
     ckpt.close()
 
@@ -346,30 +347,36 @@ def _programs(model, image_size: int, optimizer, peak_lr: float, steps_per_epoch
 
 
 class _Preemption:
-  """SIGTERM, a preemption notice: the loop writes a checkpoint after the current step and
-  returns. With several processes, JAX's own preemption service (started by
-  ``jax.distributed.initialize``) catches the signal and makes every process stop at the same
-  step (``multihost_utils.reached_preemption_sync_point``)."""
+  """SIGTERM, a preemption notice, or SIGINT (Ctrl-C): the loop writes a checkpoint after the
+  current step and returns; a second SIGINT raises ``KeyboardInterrupt`` at once. With several
+  processes, JAX's own preemption service (started by ``jax.distributed.initialize``) catches
+  SIGTERM and makes every process stop at the same step
+  (``multihost_utils.reached_preemption_sync_point``); SIGINT keeps Python's default there."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.received: str | None = None
-    self._previous = None
+    self._previous: dict[int, Any] = {}
 
   def __enter__(self):
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
     return self
 
   def _handle(self, signum, frame):
     del frame
+    if signum == signal.SIGINT and self.received is not None:
+      raise KeyboardInterrupt  # the second Ctrl-C: stop now
     self.received = signal.Signals(signum).name
-    log.warning('%s received: writing a checkpoint after this step, then exiting',
-                self.received)
+    log.warning('%s received: writing a checkpoint after this step, then exiting%s',
+                self.received, ' (Ctrl-C again to stop at once, without it)'
+                if signum == signal.SIGINT else '')
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
+    self._previous = {}
 
   def reached(self, step: int) -> bool:
     if jax.process_count() == 1:
@@ -417,10 +424,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints,
                                  keep_best=config.keep_best_checkpoints)
   ckpt.check_compatible(abstract, model=config.model.name, saved_model=_saved_model(workdir))
-  if is_main:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+  resume.record_launch(config, workdir, resuming=bool(ckpt.all_steps()), write=is_main)
   latest, state = ckpt.restore_latest(abstract, start_over=config.restart_if_unrestorable)
   if latest is not None:
     log.info('resumed from %s at step %d', ckpt.path(latest), latest)
@@ -527,7 +531,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
                 'to continue', preemption.received or 'preemption notice', preempted_at,
                 ckpt.path(preempted_at))
     return {'preempted_at_step': preempted_at, 'steps': s.total_steps,
-            'resumed_from_step': first_step}, state
+            'resumed_from_step': first_step, 'signal': preemption.received}, state
 
   if eval_metrics is None:  # resumed a finished run: evaluate what it ended with
     eval_metrics = run_eval(state, ema=bool(config.ema_decay))

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import pytest
 
-from inception_jax import checkpoint, train
+from inception_jax import checkpoint, checkpoint_recovery as recovery, train
 from train_utils import NAN_STEP, final_state, read_metrics, tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -402,7 +402,7 @@ def failing_reads(monkeypatch):
   """``fail(n, error)``: the next ``n`` checkpoint reads of this process raise ``error`` (as the
   storage would, from inside orbax's read); returns the list of the paths read."""
   import orbax.checkpoint as ocp
-  monkeypatch.setattr(checkpoint, 'RESTORE_BACKOFF_S', 0.01)
+  monkeypatch.setattr(recovery, 'RESTORE_BACKOFF_S', 0.01)
   real = ocp.StandardCheckpointHandler.restore
   calls = []
 
@@ -441,9 +441,9 @@ def test_a_persistent_read_error_stops_with_every_checkpoint_in_place(tmp_path, 
   step4 = os.path.join(workdir, 'checkpoints', '4')
   with pytest.raises(checkpoint.CheckpointUnavailableError,
                      match=rf'step 4 at {step4} could not be read: OSError: .*Input/output error '
-                           rf'\(tried {checkpoint.RESTORE_RETRIES + 1} times; every checkpoint'):
+                           rf'\(tried {recovery.RESTORE_RETRIES + 1} times; every checkpoint'):
     train.train_and_evaluate(tiny('v1', total_steps=6, checkpoint_every_steps=2), workdir)
-  assert len(calls) == checkpoint.RESTORE_RETRIES + 1  # step 2 never tried: no silent fallback
+  assert len(calls) == recovery.RESTORE_RETRIES + 1  # step 2 never tried: no silent fallback
   assert _snapshot(workdir) == before
   assert not os.path.exists(os.path.join(workdir, checkpoint.UNREADABLE_DIR))
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
@@ -559,10 +559,10 @@ import errno, sys
 import jax
 sys.path.insert(0, {tests!r})
 import orbax.checkpoint as ocp
-from inception_jax import checkpoint, mesh, train
+from inception_jax import checkpoint, checkpoint_recovery, mesh, train
 from train_utils import tiny
 mesh.initialize_distributed('localhost:{port}', 2, {pid})
-checkpoint.RESTORE_BACKOFF_S = 0.01
+checkpoint_recovery.RESTORE_BACKOFF_S = 0.01
 if jax.process_index() == 1:  # this process alone cannot read the checkpoints
   def restore(self, directory, *args, **kwargs):
     raise {error}
