@@ -59,8 +59,8 @@ def main(argv):
   except errors.UserError as err:  # a config that cannot run or cannot resume: one line
     sys.exit(f'FATAL: {err}')
   except KeyboardInterrupt:  # the second Ctrl-C
-    print('FATAL: interrupted twice; stopped at once, without a checkpoint of this step (relaunch '
-          'the same command to continue from the latest one)', file=sys.stderr)
+    print('FATAL: interrupted twice; stopped at once (relaunch the same command to continue from '
+          'the latest checkpoint)', file=sys.stderr)
     sys.exit(130)
   except FloatingPointError as err:  # a non-finite loss: the step, and what was kept
     sys.exit(f'FATAL: {err}')
