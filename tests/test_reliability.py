@@ -264,7 +264,8 @@ def test_corrupt_checkpoint_is_reported_and_the_one_before_is_used(tmp_path, kil
   with caplog.at_level('ERROR', logger='inception_jax'):
     results = train.train_and_evaluate(config, workdir)
   assert results['resumed_from_step'] == 2
-  errors_logged = [r.getMessage() for r in caplog.records if r.levelname == 'ERROR']
+  errors_logged = [r.getMessage() for r in caplog.records
+                   if r.levelname == 'ERROR' and r.name.startswith('inception_jax')]
   assert re.fullmatch(rf'checkpoint of step 4 at {re.escape(step4)} is corrupt: {reason}; '
                       'falling back to the checkpoint before it', errors_logged[0]), errors_logged
   # Nothing deleted: the damaged checkpoint is set aside whole.
@@ -373,7 +374,7 @@ AS_RUN = ('--config.total_steps=4', '--config.checkpoint_every_steps=2',
      r'change of the program or of the meaning of the checkpoints in (\S+) \(its config: '
      r'\1/config.json\); use another --workdir'),
     (('--config.optimizer.lr=0.2', '--config.seed=3', '--config.total_steps=6'),
-     r"config.optimizer.lr=0.2 \(the run's: 0.1\), config.seed=3 \(the run's: 0\): the resumed "
+     r"config.optimizer.lr=0.2 \(the run's: 0.025\), config.seed=3 \(the run's: 0\): the resumed "
      r'run would not be the one it continues \(its config: \S+/config.json\); set '
      r'--config.allow_config_change=True to continue with the change, or use another --workdir'),
 ])
@@ -455,6 +456,23 @@ def test_evaluate_answers_a_wrong_workdir_or_step_in_one_line(tmp_path, two_chec
   assert 'Traceback' not in proc.stderr and 'trying again' not in proc.stderr
   assert _snapshot(workdir) == before and sorted(os.listdir(workdir)) == files
   assert not os.path.exists(f'{workdir}/missing')
+
+
+def test_predict_classifies_with_a_workdirs_checkpoint_or_names_the_steps_there(
+    tmp_path, two_checkpoints, capsys):
+  from PIL import Image
+  from inception_jax import predict
+  image = str(tmp_path / 'digit.png')
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)).save(image)
+  assert predict.main(['--workdir', two_checkpoints, '--step', '7', image]) == 1
+  directory = os.path.join(two_checkpoints, 'checkpoints')
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      f'FATAL: no checkpoint of step 7 in {directory}; it holds steps 2, 4 (latest: 4, best: 4)')
+  assert predict.main(['--workdir', two_checkpoints, '--step', '2', image]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[0] == f'{image}: inception_v1' and len(out) == 6  # the top 5 of 10 classes
+  assert all(re.fullmatch(rf'  {rank}\. \d +\d+\.\d\d%  \(class \d\)', line)
+             for rank, line in enumerate(out[1:], 1)), out
 
 
 # ------------------------------------------------------------------- Ctrl-C
@@ -660,6 +678,25 @@ def test_a_persistent_read_error_stops_with_every_checkpoint_in_place(tmp_path, 
   assert _snapshot(workdir) == before
   assert not os.path.exists(os.path.join(workdir, checkpoint.UNREADABLE_DIR))
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
+
+
+def test_an_error_after_the_files_verified_is_reported_as_a_bug_at_once(tmp_path,
+                                                                        two_checkpoints,
+                                                                        failing_reads):
+  """Not the storage (no retry) and not corruption (no fallback): every checkpoint in place."""
+  workdir = _copy(two_checkpoints, tmp_path)
+  os.remove(os.path.join(workdir, 'results.json'))
+  before = _snapshot(workdir)
+  calls = failing_reads(100, KeyError('params'))
+  step4 = os.path.join(workdir, 'checkpoints', '4')
+  with pytest.raises(checkpoint.CheckpointIncompatibleError,
+                     match=rf"^checkpoint of step 4 at {step4} verified intact against its "
+                           r"manifest, and restoring it failed: KeyError: 'params'; a bug or a "
+                           r'checkpoint of other versions or another config, not the storage'):
+    train.train_and_evaluate(tiny('v1', total_steps=6, checkpoint_every_steps=2), workdir)
+  assert len(calls) == 1
+  assert _snapshot(workdir) == before
+  assert not os.path.exists(os.path.join(workdir, checkpoint.UNREADABLE_DIR))
 
 
 @pytest.mark.parametrize('error,corrupt', [
