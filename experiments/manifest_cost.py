@@ -36,6 +36,7 @@ def _best(fn, repeats: int) -> float:
 
 def main(argv):
   del argv
+  cli.setup_logging()
   import jax
   import numpy as np
   from inception_jax import checkpoint, checkpoint_recovery as recovery, machine, train
