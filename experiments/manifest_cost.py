@@ -59,10 +59,13 @@ def main(argv):
   on_disk = sum(os.path.getsize(os.path.join(step, f)) for f in files)
   manifest = _best(lambda: recovery.write_manifest(step), _REPEATS.value)
   verify = _best(lambda: recovery.verify(step, 'step 1'), _REPEATS.value)
-  restore = _best(lambda: checkpoint.Checkpointer(_DIR.value).restore(1, state), _REPEATS.value)
+  reader = checkpoint.Checkpointer(_DIR.value)
+  restore = _best(lambda: reader.restore(1, state), _REPEATS.value)
+  reader.close()
+  cpu = machine.cpu_label(machine.describe())
   print(f'{config.model.name}: state {size / 1e6:.0f} MB in {len(jax.tree.leaves(state))} '
-        f'arrays, {on_disk / 1e6:.0f} MB in {len(files)} files | {machine.cpu_label(machine.describe())} | '
-        f'load average {os.getloadavg()[0]:.1f}')
+        f'arrays, {on_disk / 1e6:.0f} MB in {len(files)} files | {cpu} | load average '
+        f'{os.getloadavg()[0]:.1f}')
   print(f'orbax save (with the manifest) {save:.2f}s | manifest (CRC-32 of every file) '
         f'{manifest:.2f}s = {on_disk / manifest / 1e9:.2f} GB/s | verify {verify:.2f}s | orbax '
         f'restore (with the verification) {restore:.2f}s')

@@ -87,6 +87,8 @@ def _from_workdir(workdir: str, step: str | None):
   from inception_jax import checkpoint, resume, train
   checkpoint.Checkpointer.existing(workdir).close()  # one line when there is nothing to read
   config = ml_collections.ConfigDict(resume.saved_config(workdir))
+  if step not in (None, 'best') and not step.isdigit():
+    raise errors.UserError(f"--step {step}: give a step number or 'best'")
   which = step if step in (None, 'best') else int(step)
   try:
     s, state = train.restore_state(config, workdir, which)
