@@ -53,11 +53,16 @@ def _best_metric(metrics: dict[str, float]) -> float:
 
 
 class NoEvalNoWarning(logging.Filter):
-  """Checkpoints between evals have no metrics by design; orbax warns about each one. The entry
-  points' logging setup installs it on absl's logger (``experiments.cli.setup_logging``)."""
+  """orbax's warnings about what is so by design: a checkpoint between evals has no metrics, a
+  workdir opened to evaluate is read-only. The entry points' logging setup installs it on absl's
+  logger (``experiments.cli.setup_logging``)."""
+
+  EXPECTED = ('did not provide metrics', 'read_only=True, setting save_interval_steps',
+              'Given directory is read only')
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return 'did not provide metrics' not in record.getMessage()
+    message = record.getMessage()
+    return not any(text in message for text in self.EXPECTED)
 
 
 def _all_finite(tree) -> bool:
