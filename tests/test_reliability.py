@@ -226,11 +226,11 @@ def _damage(step4: str, damage: str) -> str:
     for f in files:
       if f != recovery.MANIFEST:
         _overwrite(os.path.join(step4, f))
-    return '_CHECKPOINT_METADATA does not parse'
+    return re.escape('_CHECKPOINT_METADATA does not parse (no manifest to check the rest against)')
   if damage == 'metadata overwritten':
     for f in ('_CHECKPOINT_METADATA', os.path.join('default', '_METADATA')):
       _overwrite(os.path.join(step4, f))
-    return 'default/_METADATA does not match its CRC-32'
+    return 'default/_METADATA does not match its CRC-32 in the manifest'
   if damage == 'largest data files truncated':
     for f in by_size[:2]:
       with open(os.path.join(step4, f), 'r+b') as fh:
