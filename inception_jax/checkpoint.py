@@ -90,6 +90,20 @@ def _shapes(tree) -> dict[str, tuple[int, ...]]:
   return {k: tuple(getattr(v, 'shape', ())) for k, v in flat.items()}
 
 
+class _Manager(ocp.CheckpointManager):
+  """orbax's manager, except that a step whose metrics file does not parse counts as one saved
+  without metrics instead of failing every read of the directory (orbax reads each step's
+  metrics when it lists them): that checkpoint is corrupt, and its verification says so before
+  a restore."""
+
+  def _get_metrics(self, step: int):
+    try:
+      return super()._get_metrics(step)
+    except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError is a ValueError
+      log.warning('the metrics of the checkpoint of step %d do not parse; counted as none', step)
+      return None
+
+
 class Checkpointer:
   """The checkpoints of ``WORKDIR/checkpoints``. ``read_only``: for evaluation (nothing is
   created; :meth:`existing` also refuses a workdir without checkpoints)."""
@@ -111,7 +125,7 @@ class Checkpointer:
         best_fn=_best_metric, best_mode='max',
         async_options=ocp.AsyncOptions(post_finalization_callback=recovery.manifest_writer(
             self.directory, lambda: self._writing)))
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = _Manager(self.directory, options=options)
     # Reads go to the item's handler, per process: the manager's restore ends in a barrier of
     # all processes, which one that failed would never reach; the processes agree afterwards.
     self._handler = ocp.StandardCheckpointHandler()
