@@ -153,6 +153,10 @@ def setup_logging(quiet: bool = False) -> None:
   log.handlers[:] = [handler]
   log.setLevel(logging.WARNING if quiet else logging.INFO)
   log.propagate = False
+  from inception_jax import checkpoint
+  absl = logging.getLogger('absl')  # orbax's warning of each checkpoint saved between evals
+  if not any(isinstance(f, checkpoint.NoEvalNoWarning) for f in absl.filters):
+    absl.addFilter(checkpoint.NoEvalNoWarning())
   if flags.FLAGS['verbosity'].present:
     return
   verbose = flags.FLAGS.is_parsed() and VERBOSE.value  # a notebook parses no flags

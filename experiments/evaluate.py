@@ -9,6 +9,7 @@ The library function is ``inception_jax.evaluate.evaluate``.
 """
 
 import json
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -69,7 +70,11 @@ def main(argv):
     return
   for line in lines:
     train.log.info('%s', line)
-  result = evaluate.evaluate(config, _WORKDIR.value, weights=_WEIGHTS.value, step=step)
+  from inception_jax import checkpoint
+  try:
+    result = evaluate.evaluate(config, _WORKDIR.value, weights=_WEIGHTS.value, step=step)
+  except checkpoint.CheckpointError as err:  # storage: the step, the path, and the cause
+    sys.exit(entry.fatal(err))
   print(json.dumps(result, indent=2))
 
 

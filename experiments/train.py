@@ -4,7 +4,10 @@ r"""Train a config and evaluate it; the loop is ``inception_jax.train.train_and_
     python -m experiments.train --config=v3.py --workdir=workdirs/v3 --config.batch_size=512
 
 A bare config file name resolves in experiments/configs/. Relaunching the same command resumes
-from the latest checkpoint in the workdir (after a kill, SIGTERM or a crash). ``--distributed``
+from the latest checkpoint in the workdir (after a kill, SIGTERM, Ctrl-C or a crash). SIGTERM
+and Ctrl-C write a checkpoint after the current step (exit status 0 and 130); a second Ctrl-C
+stops at once (130). A relaunch with a changed config is checked against the run's
+(``inception_jax.resume``). ``--distributed``
 calls ``jax.distributed.initialize()`` first, for several processes or hosts (each feeds its own
 share of the batch); two processes on one CPU machine:
 
@@ -77,11 +80,17 @@ def main(argv):
     log.info('%s', line)
   cli.make_workdir(_WORKDIR.value)
   try:
-    train.train_and_evaluate(config, _WORKDIR.value)
+    results = train.train_and_evaluate(config, _WORKDIR.value)
+  except KeyboardInterrupt:  # the second Ctrl-C
+    print('FATAL: interrupted twice; stopped at once (relaunch the same command to continue from '
+          'the latest checkpoint)', file=sys.stderr)
+    sys.exit(130)
   except FloatingPointError as err:  # a non-finite loss: the step, and what was kept
     sys.exit(entry.fatal(err))
   except checkpoint.CheckpointError as err:  # storage: the step, the path, and what was kept
     sys.exit(entry.fatal(err))
+  if results.get('signal') == 'SIGINT':  # the checkpoint is written; the shell's status of Ctrl-C
+    sys.exit(130)
 
 
 if __name__ == '__main__':

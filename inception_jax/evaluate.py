@@ -28,17 +28,19 @@ def restore_state(config, workdir: str, step: int | str | None = None
   ``step``: a step number, ``'best'`` (the best by eval top-1) or, by default, the latest.
   The state comes back on the devices of the mesh, replicated, as the train step leaves it; its
   ``params`` with ``batch_stats``, or ``ema_params`` with ``ema_batch_stats``, go to
-  ``program.model.apply``. A checkpoint that cannot be read raises
-  ``checkpoint.CorruptCheckpointError`` or, after retries, ``checkpoint.CheckpointUnavailableError``
-  (each naming the step, path and cause).
+  ``program.model.apply``. A workdir that is not there or holds no such step raises
+  ``checkpoint.NoCheckpointError`` (listing the steps it holds), checkpoints of another model
+  ``errors.ConfigError``; a checkpoint that cannot be read ``checkpoint.CorruptCheckpointError``,
+  ``CheckpointIncompatibleError`` or, after retries, ``CheckpointUnavailableError`` (each naming
+  the step, path and cause). Nothing is written.
   """
   program = train.build(config)
-  ckpt = checkpoint.Checkpointer(workdir)
+  ckpt = checkpoint.Checkpointer.existing(workdir)
   try:
-    at = ckpt.best_step() if step == 'best' else (ckpt.latest_step() if step is None else step)
-    if at is None:
-      raise FileNotFoundError(f'no checkpoint under {ckpt.directory}')
-    return program, ckpt.restore(int(at), program.abstract)
+    at = ckpt.step(step)
+    ckpt.check_compatible(program.abstract, model=config.model.name,
+                          saved_model=train._saved_model(workdir))
+    return program, ckpt.restore(at, program.abstract)
   finally:
     ckpt.close()
 

@@ -2,6 +2,7 @@
 
     python -m inception_jax.predict --weights DIR IMAGE [IMAGE ...]
     python -m inception_jax.predict --weights DIR --json --top 3 photos/*.jpg > top3.json
+    python -m inception_jax.predict --workdir WORKDIR [--step N|best] IMAGE [IMAGE ...]
 
 ``DIR`` is a converted-weights directory written by ``python -m inception_jax.convert`` (or
 ``inception_jax.pretrained.save``); its ``model.json`` names the model, its conventions, the
@@ -27,10 +28,37 @@ class PredictError(errors.UserError):
 
 
 def load_weights(args) -> tuple[Any, Any, dict[str, Any]]:
-  """``(module, variables, meta)`` of what the command line names (``--weights DIR``); ``meta``
+  """``(module, variables, meta)`` of what the command line names (``--weights DIR``, or a
+  training ``--workdir`` with ``--step``: :func:`_from_workdir`); ``meta``
   has the ``model`` name, the ``preprocess`` dict and, if known, ``classes``."""
   from inception_jax import pretrained
+  if getattr(args, 'workdir', None):
+    return _from_workdir(args.workdir, args.step)
   return pretrained.load(args.weights)
+
+
+def _from_workdir(workdir: str, step: str | None):
+  """``(module, variables, meta)`` of a training workdir's checkpoint: the model and input of its
+  latest recorded config, the EMA pair when the run kept one."""
+  import ml_collections
+  from inception_jax import checkpoint, evaluate, models, pretrained, resume
+  checkpoint.Checkpointer.existing(workdir).close()  # one line when there is nothing to read
+  config = ml_collections.ConfigDict(resume.saved_config(workdir))
+  if step not in (None, 'best') and not str(step).isdigit():
+    raise errors.UserError(f"--step={step}: give a step number or 'best'")
+  which = step if step in (None, 'best') else int(step)
+  try:
+    program, state = evaluate.restore_state(config, workdir, which)
+  except checkpoint.CheckpointError as err:  # storage: the step, the path and the cause
+    raise errors.UserError(str(err)) from err
+  ema = bool(config.get('ema_decay'))
+  variables = {'params': state.ema_params if ema else state.params,
+               'batch_stats': state.ema_batch_stats if ema else state.batch_stats}
+  preprocess = dict(pretrained.NORMALIZATIONS[config.data.get('normalization', 'inception')],
+                    crop_pct=config.data.get('eval_crop_fraction', 0.875))
+  return program.model, variables, {'model': models.info(config.model.name).name,
+                                    'preprocess': preprocess,
+                                    'input_size': config.data.image_size}
 
 
 def class_names(meta: dict[str, Any], num_classes: int) -> list[str]:
@@ -76,8 +104,13 @@ def _read(path: str, size: int, preprocess: dict[str, Any]) -> np.ndarray:
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = entry.ArgumentParser(prog='python -m inception_jax.predict', description=__doc__)
-  parser.add_argument('--weights', required=True,
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument('--weights',
                       help='converted-weights directory (python -m inception_jax.convert --out)')
+  source.add_argument('--workdir', help="a training workdir: classify with its checkpoint's "
+                      'weights (the EMA pair when the run kept one)')
+  parser.add_argument('--step', help="with --workdir: a checkpoint step or 'best' (default: the "
+                      'latest)')
   parser.add_argument('--model', help='expected model name (checked against the weights)')
   parser.add_argument('--top', type=int, default=5, help='classes printed per image (default 5)')
   parser.add_argument('--batch_size', '--batch-size', type=int, default=32,
@@ -99,13 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
       raise PredictError(f'--model {args.model}: {err}') from None
     if expected != meta['model']:
-      raise PredictError(f'--model {args.model} but {args.weights} holds {meta["model"]} '
+      raise PredictError(f'--model {args.model} but {args.weights or args.workdir} holds '
+                         f'{meta["model"]} '
                          f'weights; drop --model or give weights of {expected}')
   if not module.num_classes:
     raise PredictError(f'{args.weights} has no classifier (0 classes: a feature extractor); '
                        'convert the weights with their classifier to classify images')
   names = class_names(meta, module.num_classes)
-  size = models.info(meta['model']).input_size
+  size = meta.get('input_size') or models.info(meta['model']).input_size
   classify_batch = classifier(module, variables)
   k = min(args.top, module.num_classes)
   # One batch shape for all but, at most, the last batch: min(batch_size, number of images).
@@ -149,6 +183,29 @@ def main(argv: Sequence[str] | None = None) -> int:
   for bad in unreadable:
     print(f'{bad["image"]}: cannot read image ({bad["error"]}); skipped', file=sys.stderr)
   return 1 if unreadable else 0
+
+
+def _from_workdir(workdir: str, step: str | None):
+  """``(module, variables, meta)`` of a training workdir's checkpoint: the model and input of its
+  latest recorded config, the EMA pair when the run kept one."""
+  import ml_collections
+  from inception_jax import checkpoint, resume, train
+  checkpoint.Checkpointer.existing(workdir).close()  # one line when there is nothing to read
+  config = ml_collections.ConfigDict(resume.saved_config(workdir))
+  if step not in (None, 'best') and not step.isdigit():
+    raise errors.UserError(f"--step {step}: give a step number or 'best'")
+  which = step if step in (None, 'best') else int(step)
+  try:
+    s, state = train.restore_state(config, workdir, which)
+  except checkpoint.CheckpointError as err:  # storage: the step, the path and the cause
+    raise errors.UserError(str(err)) from err
+  ema = bool(config.get('ema_decay'))
+  variables = {'params': state.ema_params if ema else state.params,
+               'batch_stats': state.ema_batch_stats if ema else state.batch_stats}
+  preprocess = dict(pretrained.NORMALIZATIONS[config.data.get('normalization', 'inception')],
+                    crop_pct=config.data.get('eval_crop_fraction', 0.875))
+  return s.model, variables, {'model': models.info(config.model.name).name,
+                              'preprocess': preprocess, 'input_size': config.data.image_size}
 
 
 if __name__ == '__main__':

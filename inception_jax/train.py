@@ -38,7 +38,7 @@ import numpy as np
 from flax import traverse_util
 
 from inception_jax import checkpoint, data, errors, machine, mesh as mesh_lib
-from inception_jax import metrics as metrics_lib, models, optim, steps, train_state
+from inception_jax import metrics as metrics_lib, models, optim, resume, steps, train_state
 from inception_jax.data import prefetch
 
 log = logging.getLogger('inception_jax.train')
@@ -403,30 +403,36 @@ class _Meter:
 
 
 class _Preemption:
-  """SIGTERM, a preemption notice: the loop writes a checkpoint after the current step and
-  returns. With several processes, JAX's own preemption service (started by
-  ``jax.distributed.initialize``) catches the signal and makes every process stop at the same
-  step (``multihost_utils.reached_preemption_sync_point``)."""
+  """SIGTERM, a preemption notice, or SIGINT (Ctrl-C): the loop writes a checkpoint after the
+  current step and returns; a second SIGINT raises ``KeyboardInterrupt`` at once. With several
+  processes, JAX's own preemption service (started by ``jax.distributed.initialize``) catches
+  SIGTERM and makes every process stop at the same step
+  (``multihost_utils.reached_preemption_sync_point``); SIGINT keeps Python's default there."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.received: str | None = None
-    self._previous = None
+    self._previous: dict[int, Any] = {}
 
   def __enter__(self):
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
     return self
 
   def _handle(self, signum, frame):
     del frame
+    if signum == signal.SIGINT and self.received is not None:
+      raise KeyboardInterrupt  # the second Ctrl-C: stop now
     self.received = signal.Signals(signum).name
-    log.warning('%s received: writing a checkpoint after this step, then exiting',
-                self.received)
+    log.warning('%s received: writing a checkpoint after this step, then exiting%s',
+                self.received, ' (Ctrl-C again to stop at once, without it)'
+                if signum == signal.SIGINT else '')
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
+    self._previous = {}
 
   def reached(self, step: int) -> bool:
     if jax.process_count() == 1:
@@ -472,7 +478,8 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
                                  keep_best=config.keep_best_checkpoints)
   ckpt.check_compatible(program.abstract, model=config.model.name,
                         saved_model=_saved_model(workdir))
-  _write_config(workdir, config)
+  resume.record_launch(config, workdir, resuming=bool(ckpt.all_steps()),
+                       write=jax.process_index() == 0)
   state, first_step = _initial_state(program, ckpt)
   _log_start(program)
 
@@ -537,7 +544,7 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
                 'to continue', preemption.received or 'preemption notice', preempted_at,
                 ckpt.path(preempted_at))
     return {'preempted_at_step': preempted_at, 'steps': program.total_steps,
-            'resumed_from_step': first_step}, state
+            'resumed_from_step': first_step, 'signal': preemption.received}, state
 
   if eval_metrics is None:  # resumed a finished run: evaluate what it ended with
     eval_metrics = evaluate(state, ema=bool(config.ema_decay))
@@ -568,13 +575,6 @@ def run(config, workdir: str) -> tuple[dict[str, Any], train_state.TrainState]:
            program.total_steps, _duration(results['wall_time_s']),
            os.path.join(workdir, 'results.json'))
   return results, state
-
-
-def _write_config(workdir: str, config) -> None:
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
 
 
 def _initial_state(program: Program, ckpt) -> tuple[train_state.TrainState, int]:

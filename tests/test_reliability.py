@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import pytest
 
-from inception_jax import checkpoint, train
+from inception_jax import checkpoint, checkpoint_recovery as recovery, train
 from train_utils import NAN_STEP, final_state, read_metrics, tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -184,36 +184,96 @@ def straight_six(tmp_path_factory, cache):
   return final_state(workdir, config)
 
 
-# Damage as preemptible pods meet it: a truncated file, a lost file, a file of the same size with
-# other bytes (a bad sector, a torn write).
-@pytest.mark.parametrize('damage', ['truncate', 'remove', 'overwrite'])
-def test_corrupt_checkpoint_is_reported_and_the_one_before_is_used(tmp_path, two_checkpoints,
-                                                                   straight_six, damage, caplog):
-  workdir = _copy(two_checkpoints, tmp_path)  # checkpoints of steps 2 and 4
+@pytest.fixture(scope='module')
+def killed(tmp_path_factory, config_file, cache):
+  """A workdir of a real killed run: the command (checkpointing every 2 steps) killed with
+  SIGKILL once its checkpoint of step 4 is committed; what it was writing after that (a step-6
+  temporary directory, a committed step 6) is removed, so that its checkpoints are those of
+  steps 2 and 4."""
+  import shutil
+  workdir = str(tmp_path_factory.mktemp('killed') / 'run')
+  proc = _launch(config_file, workdir, cache, '--config.checkpoint_every_steps=2',
+                 '--config.keep_checkpoints=3')
+  _wait_for_checkpoint(proc, workdir, 4)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  directory = os.path.join(workdir, 'checkpoints')
+  for name in os.listdir(directory):
+    if name.split('.')[0].isdigit() and int(name.split('.')[0]) > 4:
+      shutil.rmtree(os.path.join(directory, name))
+  assert sorted(os.listdir(directory)) == ['2', '4']
+  return workdir
+
+
+def _overwrite(path: str) -> None:
+  """Same size, other bytes: a bad sector, a torn write."""
+  size = os.path.getsize(path)
+  with open(path, 'wb') as f:
+    f.write(random.Random(path).randbytes(size))
+
+
+def _damage(step4: str, damage: str) -> str:
+  """Damages the checkpoint directory ``step4`` as ``damage`` says; the reason the run must give
+  (a regular expression)."""
+  files = _checkpoint_files(step4)
+  by_size = sorted(files, key=lambda f: -os.path.getsize(os.path.join(step4, f)))
+  if damage == 'every file overwritten':
+    for f in files:
+      _overwrite(os.path.join(step4, f))
+    return f'its manifest {recovery.MANIFEST} does not parse'
+  if damage == 'every file overwritten, no manifest':  # as written before manifests existed
+    os.remove(os.path.join(step4, recovery.MANIFEST))
+    for f in files:
+      if f != recovery.MANIFEST:
+        _overwrite(os.path.join(step4, f))
+    return re.escape('_CHECKPOINT_METADATA does not parse (no manifest to check the rest against)')
+  if damage == 'metadata overwritten':
+    for f in ('_CHECKPOINT_METADATA', os.path.join('default', '_METADATA')):
+      _overwrite(os.path.join(step4, f))
+    return 'default/_METADATA does not match its CRC-32 in the manifest'
+  if damage == 'largest data files truncated':
+    for f in by_size[:2]:
+      with open(os.path.join(step4, f), 'r+b') as fh:
+        fh.truncate(os.path.getsize(os.path.join(step4, f)) // 2)
+    return r'default/\S+ has \d+ bytes, the manifest says \d+'
+  if damage == 'largest data file removed':
+    os.remove(os.path.join(step4, by_size[0]))
+    return re.escape(f'{by_size[0]} is missing')
+  assert damage == 'a manifest entry mismatching'  # the files as written, the manifest not
+  path = os.path.join(step4, recovery.MANIFEST)
+  with open(path) as f:
+    manifest = json.load(f)
+  manifest['files'][by_size[0]]['crc32'] ^= 1
+  with open(path, 'w') as f:
+    json.dump(manifest, f)
+  return re.escape(f'{by_size[0]} does not match its CRC-32 in the manifest')
+
+
+@pytest.mark.parametrize('damage', [
+    'every file overwritten', 'every file overwritten, no manifest', 'metadata overwritten',
+    'largest data files truncated', 'largest data file removed', 'a manifest entry mismatching'])
+def test_corrupt_checkpoint_is_reported_and_the_one_before_is_used(tmp_path, killed, straight_six,
+                                                                   damage, caplog):
+  workdir = _copy(killed, tmp_path)  # checkpoints of steps 2 and 4
   step4 = os.path.join(workdir, 'checkpoints', '4')
   before = _checkpoint_files(step4)
-  victim = max((os.path.join(step4, f) for f in before), key=os.path.getsize)
-  if damage == 'truncate':
-    with open(victim, 'r+b') as f:
-      f.truncate(os.path.getsize(victim) // 2)
-  elif damage == 'overwrite':
-    size = os.path.getsize(victim)
-    with open(victim, 'wb') as f:
-      f.write(random.Random(0).randbytes(size))
-  else:
-    os.remove(victim)
+  reason = _damage(step4, damage)
+  damaged = _checkpoint_files(step4)
 
-  config = tiny('v1', total_steps=6, checkpoint_every_steps=2)
+  config = tiny('v1', total_steps=6, checkpoint_every_steps=2)  # a shorter run: accepted
   with caplog.at_level('ERROR', logger='inception_jax'):
     results = train.train_and_evaluate(config, workdir)
   assert results['resumed_from_step'] == 2
-  assert any(f'checkpoint of step 4 at {step4} is unreadable' in r.getMessage()
-             for r in caplog.records), [r.getMessage() for r in caplog.records]
+  errors_logged = [r.getMessage() for r in caplog.records
+                   if r.levelname == 'ERROR' and r.name.startswith('inception_jax')]
+  assert re.fullmatch(rf'checkpoint of step 4 at {re.escape(step4)} is corrupt: {reason}; '
+                      'falling back to the checkpoint before it', errors_logged[0]), errors_logged
   # Nothing deleted: the damaged checkpoint is set aside whole.
   aside = os.listdir(os.path.join(workdir, checkpoint.UNREADABLE_DIR))
   assert len(aside) == 1 and aside[0].startswith('4-')
-  kept = _checkpoint_files(os.path.join(workdir, checkpoint.UNREADABLE_DIR, aside[0]))
-  assert kept == [f for f in before if damage != 'remove' or f != os.path.relpath(victim, step4)]
+  assert _checkpoint_files(os.path.join(workdir, checkpoint.UNREADABLE_DIR, aside[0])) == damaged
+  assert len(damaged) == len(before) - (damage.startswith(('largest data file removed',
+                                                           'every file overwritten, no')))
   assert checkpoint.Checkpointer(workdir).all_steps() == [2, 4, 6]  # its own step 4 rewritten
   # ... and the run is the one it would have been.
   _assert_bitwise_equal(final_state(workdir, config), straight_six)
@@ -287,6 +347,177 @@ def test_command_line_reports_a_config_error_in_one_line(tmp_path, config_file, 
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1] == (
       'FATAL: config.data.image_size=40 is below the minimum input size of inception_v1 (65)')
+
+
+# ------------------------------------------------------------------- a relaunch, changed
+
+def _command(module: str, cache_dir: str, *args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=_env(cache_dir),
+                        capture_output=True, text=True, timeout=600)
+
+
+def _fatal(proc: subprocess.CompletedProcess) -> str:
+  """The one ``FATAL:`` line (at exit orbax's asyncio threads sometimes print after it)."""
+  fatal = [line for line in proc.stderr.splitlines() if line.startswith('FATAL')]
+  assert len(fatal) == 1, proc.stderr[-3000:]
+  return fatal[0]
+
+
+# The two_checkpoints run's config, as the command line gives it.
+AS_RUN = ('--config.total_steps=4', '--config.checkpoint_every_steps=2',
+          '--config.keep_checkpoints=3')
+
+
+@pytest.mark.parametrize('change,message', [
+    (('--config.dtype=bfloat16', '--config.batch_size=16'),
+     r"config.batch_size=16 \(the run's: 8\), config.dtype='bfloat16' \(the run's: 'float32'\): a "
+     r'change of the program or of the meaning of the checkpoints in (\S+) \(its config: '
+     r'\1/config.json\); use another --workdir'),
+    (('--config.optimizer.lr=0.2', '--config.seed=3', '--config.total_steps=6'),
+     r"config.optimizer.lr=0.2 \(the run's: 0.025\), config.seed=3 \(the run's: 0\): the resumed "
+     r'run would not be the one it continues \(its config: \S+/config.json\); set '
+     r'--config.allow_config_change=True to continue with the change, or use another --workdir'),
+])
+def test_a_relaunch_that_changes_the_run_is_refused_in_one_line(
+    tmp_path, two_checkpoints, config_file, cache, change, message):
+  workdir = _copy(two_checkpoints, tmp_path)
+  os.remove(os.path.join(workdir, 'results.json'))
+  before, files = _snapshot(workdir), sorted(os.listdir(workdir))
+  proc = _command('experiments.train', cache, f'--config={config_file}', f'--workdir={workdir}',
+                  *AS_RUN, *change)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert re.fullmatch('FATAL: ' + message, _fatal(proc)), _fatal(proc)
+  assert _snapshot(workdir) == before and sorted(os.listdir(workdir)) == files  # nothing written
+
+
+def test_a_relaunch_that_changes_what_comes_next_continues_and_keeps_each_config(
+    tmp_path, two_checkpoints, config_file, cache):
+  """A longer run is accepted and listed; a new seed only with allow_config_change, listed too.
+  config.json stays the first launch's, config.1.json is this one's."""
+  workdir = _copy(two_checkpoints, tmp_path)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    first = f.read()
+  proc = _command('experiments.train', cache, f'--config={config_file}', f'--workdir={workdir}',
+                  *AS_RUN, '--config.total_steps=6', '--config.seed=3',
+                  '--config.allow_config_change=True')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  listed = [line for line in proc.stderr.splitlines() if 'with its config changed' in line]
+  assert len(listed) == 1 and listed[0].endswith(
+      f"continuing the run in {workdir} with its config changed: config.total_steps=6 (the run's: "
+      "4), config.seed=3 (the run's: 0)"), proc.stderr[-3000:]
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert (results['resumed_from_step'], results['steps']) == (4, 6)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert f.read() == first
+  with open(os.path.join(workdir, 'config.1.json')) as f:
+    second = json.load(f)
+  assert (second['total_steps'], second['seed'], second['allow_config_change']) == (6, 3, True)
+  assert sorted(n for n in os.listdir(workdir) if n.startswith('config')) == [
+      'config.1.json', 'config.json']
+
+
+@pytest.mark.parametrize('name,expected', [
+    ('model.options.dropout_rate', 'refused'), ('data.image_size', 'refused'),
+    ('optimizer.name', 'refused'), ('batch_size', 'refused'), ('dtype', 'refused'),
+    ('total_steps', 'accepted'), ('checkpoint_every_steps', 'accepted'),
+    ('data.data_dir', 'accepted'), ('log_every_steps', 'accepted'),
+    ('seed', 'allowed'), ('optimizer.lr', 'allowed'), ('optimizer.decay_epochs', 'allowed'),
+    ('loss.label_smoothing', 'allowed'), ('a_field_added_later', 'allowed'),
+])
+def test_what_a_config_change_on_resume_is(name, expected):
+  from inception_jax import resume
+  assert resume.kind(name) == expected
+
+
+# ------------------------------------------------------------------- evaluate a workdir
+
+@pytest.mark.parametrize('case', ['another model', 'no such workdir', 'no such step'])
+def test_evaluate_answers_a_wrong_workdir_or_step_in_one_line(tmp_path, two_checkpoints,
+                                                              config_file, cache, case):
+  workdir = _copy(two_checkpoints, tmp_path)
+  before, files = _snapshot(workdir), sorted(os.listdir(workdir))
+  directory = os.path.join(workdir, 'checkpoints')
+  args = [f'--config={config_file}', f'--workdir={workdir}']
+  if case == 'another model':
+    args.append('--config.model.name=inception_v2')
+    expected = (r"FATAL: config.model.name='inception_v2', but \S+ holds inception_v1 checkpoints "
+                r'of another model or head \(.*\); use another --workdir')
+  elif case == 'no such workdir':
+    args[1] = f'--workdir={workdir}/missing'
+    expected = re.escape(f'FATAL: --workdir {workdir}/missing does not exist')
+  else:
+    args.append('--step=3')
+    expected = re.escape(f'FATAL: no checkpoint of step 3 in {directory}; it holds steps 2, 4 '
+                         '(latest: 4, best: 4)')
+  proc = _command('experiments.evaluate', cache, *args)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert re.fullmatch(expected, _fatal(proc)), _fatal(proc)
+  assert 'Traceback' not in proc.stderr and 'trying again' not in proc.stderr
+  assert _snapshot(workdir) == before and sorted(os.listdir(workdir)) == files
+  assert not os.path.exists(f'{workdir}/missing')
+
+
+def test_predict_classifies_with_a_workdirs_checkpoint_or_names_the_steps_there(
+    tmp_path, two_checkpoints, capsys):
+  from PIL import Image
+  from inception_jax import predict
+  image = str(tmp_path / 'digit.png')
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)).save(image)
+  assert predict.main(['--workdir', two_checkpoints, '--step', '7', image]) == 1
+  directory = os.path.join(two_checkpoints, 'checkpoints')
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      f'FATAL: no checkpoint of step 7 in {directory}; it holds steps 2, 4 (latest: 4, best: 4)')
+  assert predict.main(['--workdir', two_checkpoints, '--step', '2', image]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[0] == f'{image}: inception_v1' and len(out) == 6  # the top 5 of 10 classes
+  assert all(re.fullmatch(rf'  {rank}\. \d +\d+\.\d\d%  \(class \d\)', line)
+             for rank, line in enumerate(out[1:], 1)), out
+
+
+# ------------------------------------------------------------------- Ctrl-C
+
+def _read_until(proc: subprocess.Popen, text: str) -> list[str]:
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    if text in line:
+      return lines
+  raise AssertionError(f'the run ended before {text!r}: {"".join(lines)[-3000:]}')
+
+
+def test_ctrl_c_checkpoints_and_exits_130_and_a_second_one_stops_at_once(tmp_path, config_file,
+                                                                         cache):
+  workdir = str(tmp_path)
+  proc = _launch(config_file, workdir, cache)
+  _wait_for_step(proc, workdir, EVERY + 2)
+  proc.send_signal(signal.SIGINT)
+  err = proc.communicate(timeout=600)[1]
+  assert proc.returncode == 130, err[-3000:]
+  stopped = [line for line in err.splitlines() if 'preempted (SIGINT)' in line]
+  assert len(stopped) == 1, err[-3000:]
+  step = int(re.search(r'checkpoint of step (\d+) written to', stopped[0]).group(1))
+  assert EVERY + 2 <= step < STEPS
+  assert stopped[0].endswith(f'{os.path.join(workdir, "checkpoints", str(step))}; relaunch the '
+                             'same command to continue')
+  ckpt = checkpoint.Checkpointer(workdir)
+  assert ckpt.latest_step() == step  # written at the step it stopped
+  ckpt.close()
+  assert 'Traceback' not in err and not os.path.exists(os.path.join(workdir, 'results.json'))
+
+  # Relaunched, then Ctrl-C twice: the second stops it at once.
+  proc = _launch(config_file, workdir, cache)
+  _read_until(proc, f'at step {step}')  # resumed
+  _wait_for_step(proc, workdir, step + 1)
+  proc.send_signal(signal.SIGINT)
+  _read_until(proc, 'SIGINT received')
+  proc.send_signal(signal.SIGINT)
+  err = proc.communicate(timeout=600)[1]
+  assert proc.returncode == 130, err[-3000:]
+  assert [line for line in err.splitlines() if line.startswith('FATAL')] == [
+      'FATAL: interrupted twice; stopped at once (relaunch the same command to continue from the '
+      'latest checkpoint)'], err[-3000:]
+  assert not os.path.exists(os.path.join(workdir, 'results.json'))
 
 
 # ------------------------------------------------------------------- two processes
@@ -402,7 +633,7 @@ def failing_reads(monkeypatch):
   """``fail(n, error)``: the next ``n`` checkpoint reads of this process raise ``error`` (as the
   storage would, from inside orbax's read); returns the list of the paths read."""
   import orbax.checkpoint as ocp
-  monkeypatch.setattr(checkpoint, 'RESTORE_BACKOFF_S', 0.01)
+  monkeypatch.setattr(recovery, 'RESTORE_BACKOFF_S', 0.01)
   real = ocp.StandardCheckpointHandler.restore
   calls = []
 
@@ -441,12 +672,31 @@ def test_a_persistent_read_error_stops_with_every_checkpoint_in_place(tmp_path, 
   step4 = os.path.join(workdir, 'checkpoints', '4')
   with pytest.raises(checkpoint.CheckpointUnavailableError,
                      match=rf'step 4 at {step4} could not be read: OSError: .*Input/output error '
-                           rf'\(tried {checkpoint.RESTORE_RETRIES + 1} times; every checkpoint'):
+                           rf'\(tried {recovery.RESTORE_RETRIES + 1} times; every checkpoint'):
     train.train_and_evaluate(tiny('v1', total_steps=6, checkpoint_every_steps=2), workdir)
-  assert len(calls) == checkpoint.RESTORE_RETRIES + 1  # step 2 never tried: no silent fallback
+  assert len(calls) == recovery.RESTORE_RETRIES + 1  # step 2 never tried: no silent fallback
   assert _snapshot(workdir) == before
   assert not os.path.exists(os.path.join(workdir, checkpoint.UNREADABLE_DIR))
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
+
+
+def test_an_error_after_the_files_verified_is_reported_as_a_bug_at_once(tmp_path,
+                                                                        two_checkpoints,
+                                                                        failing_reads):
+  """Not the storage (no retry) and not corruption (no fallback): every checkpoint in place."""
+  workdir = _copy(two_checkpoints, tmp_path)
+  os.remove(os.path.join(workdir, 'results.json'))
+  before = _snapshot(workdir)
+  calls = failing_reads(100, KeyError('params'))
+  step4 = os.path.join(workdir, 'checkpoints', '4')
+  with pytest.raises(checkpoint.CheckpointIncompatibleError,
+                     match=rf"^checkpoint of step 4 at {step4} verified intact against its "
+                           r"manifest, and restoring it failed: KeyError: 'params'; a bug or a "
+                           r'checkpoint of other versions or another config, not the storage'):
+    train.train_and_evaluate(tiny('v1', total_steps=6, checkpoint_every_steps=2), workdir)
+  assert len(calls) == 1
+  assert _snapshot(workdir) == before
+  assert not os.path.exists(os.path.join(workdir, checkpoint.UNREADABLE_DIR))
 
 
 @pytest.mark.parametrize('error,corrupt', [
@@ -469,10 +719,11 @@ def test_what_counts_as_corrupt(error, corrupt):
 def test_every_checkpoint_corrupt_stops_the_command_non_zero_until_told_to_start_over(
     tmp_path, two_checkpoints, config_file, cache):
   workdir = _copy(two_checkpoints, tmp_path)
-  for step in (2, 4):
-    victim = _data_file(workdir, step)
-    with open(victim, 'r+b') as f:
-      f.truncate(os.path.getsize(victim) // 2)
+  for step in (2, 4):  # every file overwritten (of step 2, all but its manifest)
+    directory = os.path.join(workdir, 'checkpoints', str(step))
+    for name in _checkpoint_files(directory):
+      if step == 4 or name != recovery.MANIFEST:
+        _overwrite(os.path.join(directory, name))
   before = _snapshot(workdir)
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.train', f'--config={config_file}',
@@ -484,9 +735,11 @@ def test_every_checkpoint_corrupt_stops_the_command_non_zero_until_told_to_start
   fatal = [line for line in proc.stderr.splitlines() if line.startswith('FATAL: ')]
   assert len(fatal) == 1, proc.stderr[-3000:]
   last = fatal[0]
-  assert last.startswith(f'FATAL: no checkpoint in {os.path.join(workdir, "checkpoints")} can be '
-                         'restored, tried newest first: step 4: '), last
-  assert 'step 2: ' in last and 'restart_if_unrestorable=true' in last
+  assert re.fullmatch(
+      f'FATAL: no checkpoint in {re.escape(os.path.join(workdir, "checkpoints"))} can be restored, '
+      f'tried newest first: step 4: its manifest {recovery.MANIFEST} does not parse; step 2: '
+      r'\S+ does not match its CRC-32 in the manifest\. Nothing was moved or deleted\. To start '
+      r'over from step 0 .*, set --config\.restart_if_unrestorable=true', last), last
   assert _snapshot(workdir) == before  # nothing moved, nothing written
   assert not os.path.exists(os.path.join(workdir, checkpoint.UNREADABLE_DIR))
 
@@ -559,14 +812,14 @@ import errno, sys
 import jax
 sys.path.insert(0, {tests!r})
 import orbax.checkpoint as ocp
-from inception_jax import checkpoint, mesh, train
+from inception_jax import checkpoint, checkpoint_recovery, mesh, train
 from train_utils import tiny
 mesh.initialize_distributed('localhost:{port}', 2, {pid})
-checkpoint.RESTORE_BACKOFF_S = 0.01
+checkpoint_recovery.RESTORE_BACKOFF_S = 0.01
 if jax.process_index() == 1:  # this process alone cannot read the checkpoints
-  def restore(self, directory, *args, **kwargs):
+  def fail(*args, **kwargs):
     raise {error}
-  ocp.StandardCheckpointHandler.restore = restore
+  {patch} = fail
 try:
   train.run(tiny('v1', total_steps=6, checkpoint_every_steps=2), {workdir!r})
 except checkpoint.CheckpointError as err:
@@ -574,17 +827,20 @@ except checkpoint.CheckpointError as err:
 '''
 
 
-@pytest.mark.parametrize('error,process1', [
-    ("OSError(errno.EIO, 'Input/output error')", 'could not read it'),
-    ("FileNotFoundError(errno.ENOENT, 'No such file or directory')", 'found it corrupt'),
+@pytest.mark.parametrize('patch,error,process1', [
+    ('ocp.StandardCheckpointHandler.restore', "OSError(errno.EIO, 'Input/output error')",
+     'could not read it'),
+    ('checkpoint_recovery.verify', "checkpoint.CorruptCheckpointError('a file is missing')",
+     'found it corrupt'),
 ])
 def test_two_processes_stop_together_when_one_cannot_read_the_checkpoint(
-    tmp_path, two_checkpoints, cache, error, process1):
+    tmp_path, two_checkpoints, cache, patch, error, process1):
   """Process 1 fails to read (storage, or files it sees missing) what process 0 reads: both stop,
   neither resumes or starts over alone, and nothing is moved."""
   workdir = _copy(two_checkpoints, tmp_path)
   before = _snapshot(workdir)
-  errs = [err for _, err in _two_processes(_RESUME, workdir, cache, error=error, expect=1)]
+  errs = [err for _, err in _two_processes(_RESUME, workdir, cache, error=error, patch=patch,
+                                           expect=1)]
   last = [err.strip().splitlines()[-1] for err in errs]
   assert last[0].startswith('STOPPED CheckpointUnavailableError: the processes do not agree on '
                             f'the checkpoint of step 4 at {workdir}/checkpoints/4: process 0 '

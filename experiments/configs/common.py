@@ -32,6 +32,8 @@ does not exist is an error):
   weights directory to fine-tune from, ``python -m inception_jax.convert``).
 * ``restart_if_unrestorable``: when checkpoints exist and none can be read (every one corrupt),
   move them to ``checkpoints_unreadable/`` and start over from step 0, instead of stopping.
+* ``allow_config_change``: let a relaunch change what makes the resumed run differ from the one
+  it continues (the seed, the rates, the schedule); listed in the log (:mod:`inception_jax.resume`).
 
 Where a paper is silent, the configs follow TF-slim's ``train_image_classifier.py`` and its
 ``nets/*`` arg scopes, and say so.
@@ -133,6 +135,10 @@ def base(model: str, image_size: int) -> ml_collections.ConfigDict:
   c.init_from = ''
   # Checkpoints exist and every one is corrupt: stop (False), or set them aside and start over.
   c.restart_if_unrestorable = False
+  # A relaunch that changes the seed, the rates or their schedule (anything that makes the resumed
+  # run differ from the one it continues) is refused unless this is set (inception_jax.resume);
+  # never itself counted as a change.
+  c.allow_config_change = False
   return c
 
 

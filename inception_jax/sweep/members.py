@@ -29,7 +29,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from inception_jax import checkpoint, data, errors, metrics as metrics_lib, mesh as mesh_lib
-from inception_jax import optim, train
+from inception_jax import optim, resume, train
 
 log = logging.getLogger('inception_jax.sweep')
 
@@ -77,7 +77,7 @@ def train_members(configs: Sequence[Any], workdirs: Sequence[str], *,
   states, firsts = [], []
   for c, w, ckpt in zip(configs, workdirs, ckpts):
     ckpt.check_compatible(program.abstract, model=c.model.name, saved_model=None)
-    train._write_config(w, c)
+    resume.record_launch(c, w, resuming=bool(ckpt.all_steps()), write=jax.process_index() == 0)
     state, first = train._initial_state(dataclasses.replace(program, config=c), ckpt)
     states.append(jax.device_get(state))
     firsts.append(first)
