@@ -185,28 +185,5 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 1 if unreadable else 0
 
 
-def _from_workdir(workdir: str, step: str | None):
-  """``(module, variables, meta)`` of a training workdir's checkpoint: the model and input of its
-  latest recorded config, the EMA pair when the run kept one."""
-  import ml_collections
-  from inception_jax import checkpoint, resume, train
-  checkpoint.Checkpointer.existing(workdir).close()  # one line when there is nothing to read
-  config = ml_collections.ConfigDict(resume.saved_config(workdir))
-  if step not in (None, 'best') and not step.isdigit():
-    raise errors.UserError(f"--step {step}: give a step number or 'best'")
-  which = step if step in (None, 'best') else int(step)
-  try:
-    s, state = train.restore_state(config, workdir, which)
-  except checkpoint.CheckpointError as err:  # storage: the step, the path and the cause
-    raise errors.UserError(str(err)) from err
-  ema = bool(config.get('ema_decay'))
-  variables = {'params': state.ema_params if ema else state.params,
-               'batch_stats': state.ema_batch_stats if ema else state.batch_stats}
-  preprocess = dict(pretrained.NORMALIZATIONS[config.data.get('normalization', 'inception')],
-                    crop_pct=config.data.get('eval_crop_fraction', 0.875))
-  return s.model, variables, {'model': models.info(config.model.name).name,
-                              'preprocess': preprocess, 'input_size': config.data.image_size}
-
-
 if __name__ == '__main__':
   sys.exit(entry.run(main))
