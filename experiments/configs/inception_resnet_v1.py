@@ -19,13 +19,10 @@ error (78.7 / 94.5).
     python -m experiments.train --config=inception_resnet_v1.py --workdir=workdirs/irv1
 
 Quick version, digits on a CPU: 225 steps of 32 digits at 75x75 (5 epochs), RMSProp at 0.2,
-annealed as above; measured 96.94% top-1 with the raw weights and 98.89% with the EMA pair on
-the 359 held-out digits, 3 min 48 s on the 2-core CPU (load average 1.9-2.3), 2026-12-02
-(README, the quick table), unrolled: the quick config trains scanned since (faster to compile,
-as fast per step); that run, equal but for rounding, is not measured. At 0.3 (180 steps) the
-first 20 steps' training loss was 7.2 (chance 2.3: logits blown up) and the raw weights ended
-at 89.14%, held-out loss 1.72, against 97.77% for their average; at 0.2 with 180 steps, 89.69%
-raw, 96.10% EMA, still learning.
+annealed as above, scanned (faster to compile, as fast per step); at 0.3 the first steps' logits
+blew up (training loss 7.2 against chance's 2.3) and the raw weights ended far below their
+average. Its held-out accuracy and time are in the README's quick table (how they were
+measured: BENCHMARKS.md, "Every recipe learns").
 
     python -m experiments.train --config=inception_resnet_v1.py:quick --workdir=workdirs/irv1_quick
 """

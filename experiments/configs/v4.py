@@ -19,14 +19,11 @@ Table 2, 20.0% / 5.0% error.
 
 Quick version, digits on a CPU: 629 steps of 32 digits at 75x75 (14 epochs), RMSProp at 0.1,
 annealed as above. Inception-v4 starts with a gradient of global norm about 7,000 (v3's 450), in
-its stem (Conv2d_2a_3x3 5,300, Conv2d_2b_3x3 4,400, Mixed_3a 3,800: a deep BatchNorm network
-without shortcuts, exploding towards its input at initialisation); clipped to 2.0, the first
-~100 updates go to those layers and learning starts late, so it needs more updates than the
-others. Measured 2026-12-05 on the 2-core CPU: scanned (this config) **98.89% raw, 99.44%
-EMA**; unrolled, the same function rounded differently, **98.61% / 100.00%**. At 0.2 the runs
-depended on rounding: 629 steps scanned 98.61% / 98.89% but unrolled 86.63% / 90.53%, its raw
-weights' logits blown up (training loss 1.3-5.5 at 80% top-1); 449 steps (2026-12-02) unrolled
-95.82% / 96.38%, scanned 93.04% / 91.92% (BENCHMARKS.md, Every recipe learns).
+its stem (a deep BatchNorm network without shortcuts, exploding towards its input at
+initialisation); clipped to 2.0, the first ~100 updates go to those layers and learning starts
+late, so it needs more updates than the others, and at 0.2 the result depended on rounding.
+Its held-out accuracy and time are in the README's quick table (how they were
+measured: BENCHMARKS.md, "Every recipe learns").
 
     python -m experiments.train --config=v4.py:quick --workdir=workdirs/v4_quick
 """

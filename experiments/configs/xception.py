@@ -17,9 +17,8 @@ Published (single crop, ImageNet val): paper 79.0 / 94.5 top-1/top-5 (Table 1); 
     python -m experiments.train --config=xception.py --workdir=workdirs/xception
 
 Quick version, digits on a CPU: 225 steps of 32 digits at 48x48 (5 epochs), SGD at 0.045 per
-batch of 32, annealed as above; measured 99.72% top-1 with the raw weights and 99.44% with the
-EMA pair on the 359 held-out digits, 20 min 48 s on the 2-core CPU shared with other jobs (load
-average 4.5-6.9), 2026-12-02 (README, the quick table).
+batch of 32, annealed as above; its held-out accuracy and time are in the README's quick table (how they were
+measured: BENCHMARKS.md, "Every recipe learns").
 
     python -m experiments.train --config=xception.py:quick --workdir=workdirs/xception_quick
 """
