@@ -57,9 +57,57 @@ def _parser() -> argparse.ArgumentParser:
                            "torch-fidelity's weights-inception-2015-12-05-6726825d.pth or a "
                            'converted-weights folder (default: the torch hub cache, then this '
                            "project's cache, then a download)")
+  parser.add_argument('--compilation_cache', default=default_compilation_cache(),
+                      help="JAX's persistent compilation cache: a second run reads the compiled "
+                           "network back instead of compiling it; '' turns it off (default: "
+                           '%(default)s)')
+  parser.add_argument('--cpu_convolutions', default='auto', choices=('auto', 'xla', 'ynnpack'),
+                      help="XLA:CPU's convolutions (inception_jax.machine.set_cpu_convolutions; "
+                           "auto: XLA's emitter, the faster at 299x299)")
   parser.add_argument('--no_progress', action='store_true',
                       help='no progress bar or images/s summary')
   return parser
+
+
+def default_compilation_cache() -> str:
+  """``$JAX_COMPILATION_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/inception_jax/jax_cache``
+  (``~/.cache/...``): the cache the training entry points share."""
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return os.environ['JAX_COMPILATION_CACHE_DIR']
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'inception_jax', 'jax_cache')
+
+
+def _setup_jax(args) -> None:
+  """Before any JAX backend starts: the convolution library, the compilation cache, the
+  backend (``--device``). Called in a process whose JAX already runs (``main`` from Python),
+  the process' settings stay as they are."""
+  import jax
+  from jax._src import xla_bridge
+  from inception_jax import machine
+  from inception_jax.errors import UserError
+  if xla_bridge.backends_are_initialized():
+    running = jax.default_backend()
+    if args.device and {'cuda': 'gpu', 'rocm': 'gpu'}.get(running, running) != args.device:
+      raise UserError(f'--device {args.device}: JAX already runs on {running} in this process')
+    return
+  machine.set_cpu_convolutions(args.cpu_convolutions, 299, training=False)
+  if args.compilation_cache:
+    directory = os.path.abspath(os.path.expanduser(args.compilation_cache))
+    try:
+      os.makedirs(directory, exist_ok=True)
+    except OSError as err:
+      raise UserError(f'--compilation_cache {args.compilation_cache}: {err}') from None
+    jax.config.update('jax_compilation_cache_dir', directory)
+    if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
+      jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  if args.device is not None:
+    jax.config.update('jax_platforms', args.device)  # JAX's own names ('gpu': CUDA or ROCm)
+    try:
+      jax.devices()
+    except RuntimeError as err:
+      raise UserError(f'--device {args.device}: no {args.device.upper()} backend available to '
+                      f'JAX ({str(err).splitlines()[0]})') from None
 
 
 def main(argv=None) -> int:
@@ -71,23 +119,6 @@ def main(argv=None) -> int:
   except UserError as err:  # one line, no traceback; any other exception is a bug
     print(f'FATAL: {err}', file=sys.stderr)
     return 1
-
-
-_PLATFORMS = {'cpu': 'cpu', 'gpu': 'cuda,rocm', 'tpu': 'tpu'}
-
-
-def _select_device(device: str | None) -> None:
-  """``--device``: restrict JAX to that backend before anything initialises one."""
-  if device is None:
-    return
-  import jax
-  from inception_jax.errors import UserError
-  jax.config.update('jax_platforms', _PLATFORMS[device])
-  try:
-    jax.devices()
-  except RuntimeError as err:
-    raise UserError(f'--device {device}: no {device.upper()} backend available to JAX '
-                    f'({str(err).splitlines()[0]})') from None
 
 
 def _run(args) -> int:
@@ -119,16 +150,22 @@ def _run(args) -> int:
       fid.image_files(p)  # an empty or missing folder fails before the network loads
     else:
       fid.load_stats(p)  # and so does a statistics file of the wrong shape
-  _select_device(args.device)
+  _setup_jax(args)
   extractor = None
-  if not all(is_stats) or args.save_stats:
+  folders = [p for i, (p, stats) in enumerate(zip(args.paths, is_stats))
+             if not stats and not (args.save_stats and i == 1)]
+  if folders:
     import jax
-    if args.batch_size % jax.device_count():
+    devices = jax.device_count()
+    if args.batch_size % devices:
       raise UserError(f'--batch_size={args.batch_size} must be a multiple of the device count '
-                      f'({jax.device_count()})')
+                      f'({devices})')
+    # Folders smaller than a batch: one smaller batch shape rather than padding rows.
+    largest = max(len(fid.image_files(p)) for p in folders)
+    batch_size = min(args.batch_size, -(-largest // devices) * devices)
     module, variables = weights_lib.load(args.weights)
     features = [feature] + (['logits_unbiased'] if args.isc else [])
-    extractor = fid.Extractor(module, variables, mode=args.mode, batch_size=args.batch_size,
+    extractor = fid.Extractor(module, variables, mode=args.mode, batch_size=batch_size,
                               features=features)
 
   results = []
