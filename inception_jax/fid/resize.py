@@ -86,19 +86,35 @@ def _pil_bicubic(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def _bilinear_np(image: np.ndarray, size: int, coords, lerp: bool) -> np.ndarray:
-  """:func:`_bilinear` of one HWC float32 image in numpy, bit for bit: float32 element-wise
+  """:func:`_bilinear` of one HWC image (0-255) in numpy, bit for bit: float32 element-wise
   operations round the same in numpy and XLA, and interpolating the columns of every input row
   first and then the rows gives each output the same operands (a row's column blend does not
-  depend on which output row reads it)."""
-  (ylo, yhi, dy), (xlo, xhi, dx) = (coords(image.shape[0], size), coords(image.shape[1], size))
-  dx, dy = dx[None, :, None], dy[:, None, None]
-  left, right = image[:, xlo], image[:, xhi]
-  if lerp:
-    rows = left + (right - left) * dx
-    top, bottom = rows[ylo], rows[yhi]
-    return top + (bottom - top) * dy
-  rows = (1 - dx) * left + dx * right
-  return (1 - dy) * rows[ylo] + dy * rows[yhi]
+  depend on which output row reads it). Rows are viewed as (H, W * 3) so that every gather is
+  a 2-D one, and the arithmetic is in place: a few times less CPU than the NHWC expression."""
+  h, w, c = image.shape
+  (ylo, yhi, dy), (xlo, xhi, dx) = coords(h, size), coords(w, size)
+  flat = image.reshape(h, w * c)
+  channels = np.arange(c)
+  left = flat[:, (xlo[:, None] * c + channels).ravel()].astype(np.float32)
+  right = flat[:, (xhi[:, None] * c + channels).ravel()].astype(np.float32)
+  dx, dy = np.repeat(dx, c)[None, :], dy[:, None]
+  if lerp:  # TF1: left + (right - left) * dx, then top + (bottom - top) * dy
+    right -= left
+    right *= dx
+    right += left
+    top, bottom = np.take(right, ylo, axis=0), np.take(right, yhi, axis=0)
+    bottom -= top
+    bottom *= dy
+    bottom += top
+  else:  # PyTorch: (1 - dx) * left + dx * right, then (1 - dy) * top + dy * bottom
+    left *= 1 - dx
+    right *= dx
+    right += left
+    top, bottom = np.take(right, ylo, axis=0), np.take(right, yhi, axis=0)
+    top *= 1 - dy
+    bottom *= dy
+    bottom += top
+  return bottom.reshape(size, size, c)
 
 
 def resize_image(image: np.ndarray, mode: str = 'tf1', size: int = SIZE) -> np.ndarray:
@@ -111,12 +127,11 @@ def resize_image(image: np.ndarray, mode: str = 'tf1', size: int = SIZE) -> np.n
     raise ValueError(f'an image must be HWC with 3 channels, got shape {image.shape}')
   if mode == 'clean':
     return _pil_bicubic(image[None], size)[0]
-  x = image.astype(np.float32)
-  if x.shape[:2] == (size, size):
-    return x
+  if image.shape[:2] == (size, size):
+    return image.astype(np.float32)
   if mode == 'tf1':
-    return _bilinear_np(x, size, _tf1_coords, lerp=True)
-  return _bilinear_np(x, size, _half_pixel_coords, lerp=False)
+    return _bilinear_np(image, size, _tf1_coords, lerp=True)
+  return _bilinear_np(image, size, _half_pixel_coords, lerp=False)
 
 
 def resize(images, mode: str = 'tf1', size: int = SIZE):
