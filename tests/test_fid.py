@@ -155,6 +155,8 @@ def test_frechet_distance_equals_pytorch_fid_when_well_conditioned():
     ref = calculate_frechet_distance(mu1, s1, mu2, s2)
     ours = fid.frechet_distance(mu1, s1, mu2, s2)
     assert abs(ours - ref) <= 1e-6 * abs(ref), (ours, ref)
+    # The reference side's square root computed once (fid.Evaluator): the same arithmetic.
+    assert fid.frechet_distance(mu1, s1, mu2, s2, sqrt_sigma1=fid.sqrt_psd(s1)) == ours
   assert fid.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0, abs=1e-9 * np.trace(s1))
 
 

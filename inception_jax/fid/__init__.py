@@ -18,7 +18,7 @@ from inception_jax.fid.extract import (DIMS, FEATURES, IMAGE_EXTENSIONS, Extract
                                        Result, default_workers, extract, extract_folder,
                                        image_files, read_image)
 from inception_jax.fid.metrics import (frechet_distance, inception_score,
-                                       kernel_inception_distance, trace_sqrt_product)
+                                       kernel_inception_distance, sqrt_psd, trace_sqrt_product)
 from inception_jax.fid.resize import MODES, SIZE, normalize, resize, resize_image
 from inception_jax.fid.stats import RunningStats, StatsError, load_stats, save_stats
 from inception_jax.fid.weights import WeightsError
@@ -27,4 +27,5 @@ __all__ = ['DIMS', 'Evaluator', 'Extractor', 'FEATURES', 'FolderError', 'IMAGE_E
            'MODES', 'Result', 'RunningStats', 'SIZE', 'StatsError', 'WeightsError',
            'default_workers', 'extract', 'extract_folder', 'frechet_distance', 'image_files',
            'inception_score', 'kernel_inception_distance', 'load_stats', 'normalize',
-           'read_image', 'resize', 'resize_image', 'save_stats', 'trace_sqrt_product']
+           'read_image', 'resize', 'resize_image', 'save_stats', 'sqrt_psd',
+           'trace_sqrt_product']
