@@ -340,7 +340,8 @@ def test_cli_looks_in_the_torch_hub_cache_and_checks_the_published_hash(tmp_path
     (hub / name).write_bytes(b'truncated download')
     assert main([str(folder), str(folder), '--no_progress']) == 1
     err = _fatal_line(capsys)
-    assert err.startswith(f'FATAL: {hub / name}: SHA-256 ') and 'does not start with 6726825d' in err
+    assert err.startswith(f'FATAL: {hub / name}: SHA-256 ')
+    assert 'does not start with 6726825d' in err
 
 
 @pytest.mark.parametrize('library', ['timm', 'torchvision'])
