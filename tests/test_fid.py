@@ -38,6 +38,9 @@ def test_resize_tf1_is_torch_fidelity_bit_for_bit(size):
   ours = np.asarray(fid.resize(x, 'tf1'))
   assert ours.shape == (2, 299, 299, 3) and ours.dtype == np.float32
   np.testing.assert_array_equal(ours, ref.numpy().transpose(0, 2, 3, 1))
+  host = np.stack([fid.resize_image(image, 'tf1') for image in x])  # one image at a time
+  assert host.dtype == np.float32
+  np.testing.assert_array_equal(host, ours)
 
 
 @pytest.mark.parametrize('size', RESIZE_SIZES)
@@ -50,6 +53,8 @@ def test_resize_pytorch_fid_is_f_interpolate(size):
   ref = (2 * ref - 1).numpy().transpose(0, 2, 3, 1)
   ours = np.asarray(fid.normalize(fid.resize(x, 'pytorch_fid'), 'pytorch_fid'))
   np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6)
+  host = np.stack([fid.resize_image(image, 'pytorch_fid') for image in x])
+  np.testing.assert_allclose(fid.normalize(host, 'pytorch_fid'), ref, rtol=0, atol=2e-6)
 
 
 @pytest.mark.parametrize('size', RESIZE_SIZES)
@@ -59,6 +64,7 @@ def test_resize_clean_is_clean_fid_pil_bicubic(size):
   x = _uint8((2, *size, 3), seed=2)
   ref = np.stack([build_resizer('clean')(image) for image in x])
   np.testing.assert_array_equal(fid.resize(x, 'clean'), ref)
+  np.testing.assert_array_equal(np.stack([fid.resize_image(image, 'clean') for image in x]), ref)
 
 
 def test_resize_float_input_and_jit_equal_uint8():
@@ -73,6 +79,8 @@ def test_resize_rejects_bad_input():
     fid.resize(_uint8((1, 8, 8, 3)), 'bicubic')
   with pytest.raises(ValueError, match='NHWC with 3 channels'):
     fid.resize(_uint8((1, 3, 8, 8)), 'tf1')
+  with pytest.raises(ValueError, match='HWC with 3 channels'):
+    fid.resize_image(_uint8((1, 8, 8, 3)), 'tf1')
 
 
 # --------------------------------------------------------------------------- statistics
@@ -147,6 +155,8 @@ def test_frechet_distance_equals_pytorch_fid_when_well_conditioned():
     ref = calculate_frechet_distance(mu1, s1, mu2, s2)
     ours = fid.frechet_distance(mu1, s1, mu2, s2)
     assert abs(ours - ref) <= 1e-6 * abs(ref), (ours, ref)
+    # The reference side's square root computed once (fid.Evaluator): the same arithmetic.
+    assert fid.frechet_distance(mu1, s1, mu2, s2, sqrt_sigma1=fid.sqrt_psd(s1)) == ours
   assert fid.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0, abs=1e-9 * np.trace(s1))
 
 
@@ -258,10 +268,10 @@ def test_cli_one_line_errors(tmp_path):
   empty.mkdir()
   bad = tmp_path / 'bad.npz'
   np.savez(bad, mu=np.zeros(3), sigma=np.zeros((2, 2)))
-  for args, message in (((str(empty), str(bad)), f'error: {empty}: no images'),
-                        ((str(bad), str(empty)), f'error: {bad}: mu must be (d,)')):
+  for args, message in (((str(empty), str(bad)), f'FATAL: {empty}: no images'),
+                        ((str(bad), str(empty)), f'FATAL: {bad}: mu must be (d,)')):
     out = _cli(*args)
-    assert out.returncode == 2
+    assert out.returncode == 1
     assert out.stderr.strip().startswith(message) and out.stderr.count('\n') == 1, out.stderr
 
 
@@ -278,9 +288,24 @@ def test_cli_fid_of_two_statistics_files(tmp_path):
   assert value == pytest.approx(calculate_frechet_distance(mu1, s1, mu2, s2), rel=1e-6)
 
 
-def test_cli_offline_says_which_weights_file_goes_where(tmp_path, monkeypatch, capsys):
-  import urllib.error
+def _one_image_folder(tmp_path):
   from PIL import Image
+  folder = tmp_path / 'images'
+  folder.mkdir()
+  Image.fromarray(_uint8((8, 8, 3))).save(folder / 'a.png')
+  return folder
+
+
+def _fatal_line(capsys):
+  err = capsys.readouterr().err
+  assert err.startswith('FATAL: ') and err.count('\n') == 1, err
+  return err
+
+
+def test_cli_offline_says_which_weights_file_goes_where(tmp_path, monkeypatch, capsys):
+  """Nothing in the torch hub cache nor the project's cache, no network: one line with the URL,
+  where pytorch-fid keeps the file, and the flag that passes it."""
+  import urllib.error
   from inception_jax import pretrained
   from inception_jax.fid.__main__ import main
 
@@ -288,12 +313,107 @@ def test_cli_offline_says_which_weights_file_goes_where(tmp_path, monkeypatch, c
     raise urllib.error.URLError('no network')
   monkeypatch.setattr(pretrained.urllib.request, 'urlopen', offline)
   monkeypatch.setenv('INCEPTION_JAX_CACHE', str(tmp_path / 'cache'))
-  Image.fromarray(_uint8((8, 8, 3))).save(tmp_path / 'a.png')
-  assert main([str(tmp_path), str(tmp_path), '--no-progress']) == 2
-  err = capsys.readouterr().err
-  assert 'pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth' in err
-  assert str(tmp_path / 'cache' / 'pytorch_fid__inception-2015-12-05.pth') in err
-  assert err.count('\n') == 1
+  monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+  folder = _one_image_folder(tmp_path)
+  assert main([str(folder), str(folder), '--no_progress']) == 1
+  err = _fatal_line(capsys)
+  assert 'https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/' \
+         'pt_inception-2015-12-05-6726825d.pth' in err
+  hub = tmp_path / 'torch' / 'hub' / 'checkpoints'
+  assert f'put it at {hub / "pt_inception-2015-12-05-6726825d.pth"}' in err
+  assert 'or pass the file with --weights FILE' in err
+
+
+def test_cli_looks_in_the_torch_hub_cache_and_checks_the_published_hash(tmp_path, monkeypatch,
+                                                                        capsys):
+  """A file under a published name in $TORCH_HOME/hub/checkpoints (pytorch-fid's or
+  torch-fidelity's) is found without --weights, and refused when its SHA-256 does not start with
+  the hash the name carries (a truncated download)."""
+  from inception_jax.fid.__main__ import main
+  monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+  monkeypatch.setenv('INCEPTION_JAX_CACHE', str(tmp_path / 'cache'))
+  hub = tmp_path / 'torch' / 'hub' / 'checkpoints'
+  hub.mkdir(parents=True)
+  folder = _one_image_folder(tmp_path)
+  for name in ('weights-inception-2015-12-05-6726825d.pth',
+               'pt_inception-2015-12-05-6726825d.pth'):  # the second is looked for first
+    (hub / name).write_bytes(b'truncated download')
+    assert main([str(folder), str(folder), '--no_progress']) == 1
+    err = _fatal_line(capsys)
+    assert err.startswith(f'FATAL: {hub / name}: SHA-256 ')
+    assert 'does not start with 6726825d' in err
+
+
+@pytest.mark.parametrize('library', ['timm', 'torchvision'])
+def test_cli_refuses_an_imagenet_inception_v3(tmp_path, capsys, library):
+  """An ImageNet Inception-v3 has the FID network's layer names and converts; it is refused, as
+  safetensors and as a torch state dict, in one line naming the file and the FID graph."""
+  torch = require('torch')
+  from inception_jax.fid.__main__ import main
+  if library == 'timm':
+    timm = require('timm')
+    state = timm.create_model('inception_v3', pretrained=False).state_dict()
+    found = '1000 classes (fc.weight (1000, 2048)), an ImageNet Inception-v3;'
+  else:
+    torchvision = require('torchvision')
+    state = torchvision.models.inception_v3(weights=None, init_weights=False).state_dict()
+    found = '1000 classes (fc.weight (1000, 2048)), an ImageNet Inception-v3 with its auxiliary'
+  from safetensors.torch import save_file
+  files = [tmp_path / f'{library}_v3.safetensors', tmp_path / f'{library}_v3.pth']
+  save_file({k: v.contiguous() for k, v in state.items()}, files[0])
+  torch.save(state, files[1])
+  folder = _one_image_folder(tmp_path)
+  for file in files:
+    assert main([str(folder), str(folder), '--weights', str(file), '--no_progress']) == 1
+    err = _fatal_line(capsys)
+    assert err.startswith(f'FATAL: {file} is not the FID network: it has {found}'), err
+    assert 'expected the FID network (TF inception-2015-12-05: 1008 classes' in err
+
+
+def test_weights_verify_names_missing_and_unexpected_tensors():
+  from inception_jax.fid import weights
+  state = {k: np.zeros((1008, 2048) if k == 'fc.weight' else (1,), np.float32)
+           for k in weights.expected_keys()}
+  weights.verify(state, 'ok.pth')  # the FID network's tensors: accepted (shapes: the conversion)
+  del state['Mixed_7c.branch_pool.conv.weight']
+  state['Mixed_7c.branch_pool.extra'] = np.zeros(1)
+  with pytest.raises(weights.WeightsError, match=r'^x.pth is not the FID network: it lacks '
+                     r'Mixed_7c.branch_pool.conv.weight and has unexpected '
+                     r'Mixed_7c.branch_pool.extra; expected the FID network'):
+    weights.verify(state, 'x.pth')
+
+
+def test_cli_save_stats_refuses_to_overwrite_without_force(tmp_path, capsys):
+  from inception_jax.fid.__main__ import main
+  folder = _one_image_folder(tmp_path)
+  out = tmp_path / 'stats.npz'
+  out.write_bytes(b'precious')
+  for flag in ('--save_stats', '--save-stats'):
+    assert main([flag, str(folder), str(out), '--no_progress']) == 1
+    assert _fatal_line(capsys) == (f'FATAL: --save_stats: {out} exists; pass --force to '
+                                   f'overwrite it\n')
+  assert out.read_bytes() == b'precious'
+  # --force goes past the refusal (and stops at the missing weights, before writing anything).
+  missing = tmp_path / 'none.pth'
+  assert main(['--save_stats', '--force', str(folder), str(out), '--weights', str(missing)]) == 1
+  assert _fatal_line(capsys).startswith(f'FATAL: --weights {missing}: no such file')
+  assert out.read_bytes() == b'precious'
+
+
+def test_cli_flags_pytorch_fid_spellings_and_help():
+  """Underscores, with pytorch-fid's dashed spellings as aliases; every option has help."""
+  from inception_jax.fid.__main__ import _parser
+  parser = _parser()
+  args = parser.parse_args(['a', 'b', '--batch-size', '8', '--num-workers', '3', '--save-stats',
+                            '--device', 'cpu', '--dims', '64', '--kid-subset-size', '10'])
+  assert (args.batch_size, args.num_workers, args.save_stats, args.device, args.dims,
+          args.kid_subset_size) == (8, 3, True, 'cpu', 64, 10)
+  args = parser.parse_args(['a', 'b', '--batch_size', '4', '--num_workers', '0', '--save_stats'])
+  assert (args.batch_size, args.num_workers, args.save_stats) == (4, 0, True)
+  for action in parser._actions:
+    assert action.help, action.option_strings
+    long = [o for o in action.option_strings if o.startswith('--')]
+    assert not long or '-' not in long[0][2:], long  # the first spelling uses underscores
 
 
 def test_evaluator_streams_batches_into_fid_kid_and_is():

@@ -148,7 +148,7 @@ def test_cli_equals_pytorch_fid_on_folders(state_dict, tmp_path, capsys):
 
   from inception_jax.fid.__main__ import main
   assert main([str(folders[0]), str(folders[1]), '--weights', str(weights), '--mode',
-               'pytorch_fid', '--dims', '64', '--batch', '32', '--no-progress']) == 0
+               'pytorch_fid', '--dims', '64', '--batch_size', '32', '--no_progress']) == 0
   out = capsys.readouterr()
   assert 'skipped 1 unreadable image(s): broken.png' in out.err
   ours = float(out.out.split('FID:')[1])
@@ -161,6 +161,91 @@ def test_cli_equals_pytorch_fid_on_folders(state_dict, tmp_path, capsys):
     stats.append(fid_score.calculate_activation_statistics(files, ref_net, 32, 64, 'cpu', 0))
   ref = fid_score.calculate_frechet_distance(*stats[0], *stats[1])
   assert ours == pytest.approx(ref, rel=1e-4), (ours, ref)
+
+
+# 13 distinct sizes: up- and down-sampling, tiny, thin, non-square, already 299, beyond 299.
+FOLDER_SIZES = ((33, 33), (40, 61), (64, 64), (97, 150), (120, 45), (150, 97), (200, 300),
+                (299, 299), (300, 411), (411, 300), (12, 230), (500, 64), (77, 77))
+
+
+@pytest.fixture(scope='module')
+def mixed_folder(tmp_path_factory):
+  """One PNG per size of ``FOLDER_SIZES``, in file order."""
+  from PIL import Image
+  folder = tmp_path_factory.mktemp('mixed')
+  for i, (h, w) in enumerate(FOLDER_SIZES):
+    Image.fromarray(_images(1, h, w, seed=20 + i)[0]).save(folder / f'{i:02d}.png')
+  return folder
+
+
+def _folder_features(state_dict, folder, mode):
+  extractor = _extractor(state_dict, 'pytorch_fid', mode, ('64',), batch_size=4)
+  result = fid.extract_folder(extractor, folder, keep=('64',), stats=('64',), num_workers=2)
+  return extractor, result
+
+
+def _assert_same_statistics(result, features=None, mu=None, sigma=None):
+  if features is not None:
+    assert_parity(result.kept['64'], features)
+    mu, sigma = features.astype(np.float64).mean(0), np.cov(features, rowvar=False)
+  assert_parity(result.stats['64'].mu, mu)
+  assert_parity(result.stats['64'].sigma, sigma)
+
+
+def test_folder_of_many_sizes_compiles_once_tf1_equals_torch_fidelity(state_dict, mixed_folder,
+                                                                       tmp_path):
+  """13 sizes in batches of 4 (the last padded): one trace of the network for the whole folder,
+  and torch-fidelity's features and statistics, each image read by its own dataset class and
+  fed alone (torch-fidelity batches images of one size only)."""
+  require('torch_fidelity')
+  import torch
+  from torch_fidelity.datasets import ImagesPathDataset
+  from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+  extractor, result = _folder_features(state_dict, mixed_folder, 'tf1')
+  assert extractor.traces == 1 and extractor._run._cache_size() == 1
+  assert result.count == len(FOLDER_SIZES) and not result.skipped
+  path = tmp_path / 'weights.pth'
+  torch.save(state_dict, path)
+  ref_net = FeatureExtractorInceptionV3('inception-v3-compat', ['64'],
+                                        feature_extractor_weights_path=str(path))
+  dataset = ImagesPathDataset(fid.image_files(mixed_folder))
+  with torch.no_grad():
+    ref = np.concatenate([ref_net(dataset[i][None])[0].numpy() for i in range(len(dataset))])
+  _assert_same_statistics(result, features=ref)
+
+
+def test_folder_of_many_sizes_compiles_once_pytorch_fid_statistics(state_dict, mixed_folder):
+  """pytorch-fid's own statistics of the folder (its loader, batch size 1: it cannot batch
+  images of several sizes) against one trace of ours in batches of 4."""
+  from pytorch_fid import fid_score
+  from pytorch_fid.inception import InceptionV3
+  extractor, result = _folder_features(state_dict, mixed_folder, 'pytorch_fid')
+  assert extractor.traces == 1
+  with _pytorch_fid_weights(state_dict):
+    ref_net = InceptionV3([0]).eval()
+  mu, sigma = fid_score.calculate_activation_statistics(fid.image_files(mixed_folder), ref_net, 1,
+                                                        64, 'cpu', 0)
+  _assert_same_statistics(result, mu=mu, sigma=sigma)
+
+
+def test_folder_of_many_sizes_compiles_once_clean_fid_features(state_dict, mixed_folder):
+  """clean-fid's own folder reader and resizer (get_folder_features, mode 'clean') feeding the
+  same network's 64-d features (its torchscript graph with (x - 128) / 128 inside, here
+  pytorch-fid's port of it), against one trace of ours."""
+  require('cleanfid')
+  import torch
+  from cleanfid import fid as clean_fid
+  from pytorch_fid.inception import InceptionV3
+  extractor, result = _folder_features(state_dict, mixed_folder, 'clean')
+  assert extractor.traces == 1
+  with _pytorch_fid_weights(state_dict):
+    ref_net = InceptionV3([0], resize_input=False, normalize_input=False).eval()
+
+  def model(batch):  # clean-fid hands over float 0-255 NCHW 299x299 batches
+    return ref_net((batch - 128) / 128)[0].mean(dim=(2, 3))
+  ref = clean_fid.get_folder_features(str(mixed_folder), model, num_workers=0, batch_size=5,
+                                      device=torch.device('cpu'), mode='clean', verbose=False)
+  _assert_same_statistics(result, features=ref)
 
 
 def test_extraction_sharded_and_padded_on_two_devices():

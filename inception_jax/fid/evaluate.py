@@ -57,6 +57,7 @@ class Evaluator:
       self.reference_features = result.kept.get(feature)
     if kid and self.reference_features is None:
       raise ValueError('KID needs reference images (a folder or an array), not statistics')
+    self._sqrt_sigma = None  # the reference's S^1/2, computed at the first call, then reused
 
   def __call__(self, images: np.ndarray | Iterable[np.ndarray]) -> dict[str, float]:
     """Metrics of ``images``: one array (n, H, W, 3) or an iterable of such batches, 0-255."""
@@ -65,7 +66,10 @@ class Evaluator:
     keep = ([f] if self.kid else []) + (['logits_unbiased'] if self.isc else [])
     result = extract(self.extractor, batches, keep=keep, stats=(f,))
     stats = result.stats[f]
-    out = {'fid': metrics.frechet_distance(stats.mu, stats.sigma, self.mu, self.sigma)}
+    if self._sqrt_sigma is None:
+      self._sqrt_sigma = metrics.sqrt_psd(self.sigma)
+    out = {'fid': metrics.frechet_distance(self.mu, self.sigma, stats.mu, stats.sigma,
+                                           sqrt_sigma1=self._sqrt_sigma)}
     if self.kid:
       out['kid'], out['kid_std'] = metrics.kernel_inception_distance(
           result.kept[f], self.reference_features, **self.kid_options)

@@ -40,16 +40,24 @@ def _sqrt_psd(matrix: np.ndarray, name: str) -> np.ndarray:
   return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
-def trace_sqrt_product(sigma1, sigma2) -> float:
-  """``tr (S1 S2)^(1/2)`` for symmetric PSD ``S1``, ``S2`` (see the module docstring)."""
-  root = _sqrt_psd(np.asarray(sigma1, np.float64), 'sigma1')
+def sqrt_psd(sigma) -> np.ndarray:
+  """``S^(1/2)`` of a covariance, to pass as ``sqrt_sigma1`` when one side is compared many times
+  (a training run's reference statistics): it is half of each distance's cost."""
+  return _sqrt_psd(np.asarray(sigma, np.float64), 'sigma1')
+
+
+def trace_sqrt_product(sigma1, sigma2, sqrt_sigma1=None) -> float:
+  """``tr (S1 S2)^(1/2)`` for symmetric PSD ``S1``, ``S2`` (see the module docstring);
+  ``sqrt_sigma1``: :func:`sqrt_psd` of ``S1``, if known."""
+  root = sqrt_psd(sigma1) if sqrt_sigma1 is None else sqrt_sigma1
   inner = root @ np.asarray(sigma2, np.float64) @ root
   values = np.linalg.eigvalsh((inner + inner.T) / 2)
   return float(np.sqrt(np.where(values > _rounding_level(values), values, 0)).sum())
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-  """FID between two Gaussians (Heusel et al. 2017), in float64."""
+def frechet_distance(mu1, sigma1, mu2, sigma2, *, sqrt_sigma1=None) -> float:
+  """FID between two Gaussians (Heusel et al. 2017), in float64; ``sqrt_sigma1``:
+  :func:`sqrt_psd` of ``sigma1``, if known."""
   mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
   sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
   sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
@@ -64,7 +72,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
       raise ValueError(f'{name} has non-finite values')
   diff = mu1 - mu2
   return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
-               - 2 * trace_sqrt_product(sigma1, sigma2))
+               - 2 * trace_sqrt_product(sigma1, sigma2, sqrt_sigma1))
 
 
 def _mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> float:

@@ -16,8 +16,10 @@ import os
 
 import numpy as np
 
+from inception_jax.errors import UserError
 
-class StatsError(ValueError):
+
+class StatsError(UserError, ValueError):
   """A statistics file or feature batch that cannot be used; the message names the problem."""
 
 
