@@ -219,8 +219,8 @@ def _report_skipped(host_batches, what: str) -> int:
 
 
 def _eval_line(step: int, s: Setup, m: dict[str, float]) -> str:
-  line = (f'eval @ step {step} (epoch {optim.epoch(step, s.steps_per_epoch):.1f}): top-1 {m["top1"]:.2%} '
-          f'top-5 {m["top5"]:.2%} loss {m["loss"]:.4f}')
+  line = (f'eval @ step {step} (epoch {optim.epoch(step, s.steps_per_epoch):.1f}): '
+          f'top-1 {m["top1"]:.2%} top-5 {m["top5"]:.2%} loss {m["loss"]:.4f}')
   if 'ema_top1' in m:
     line += (f' | EMA top-1 {m["ema_top1"]:.2%} top-5 {m["ema_top5"]:.2%} '
              f'loss {m["ema_loss"]:.4f}')

@@ -40,7 +40,6 @@ float64 ulps of the array's values for the rounding of the sum that applies a ch
 from __future__ import annotations
 
 import functools
-from fractions import Fraction
 
 import flax.linen as nn
 import jax
