@@ -34,7 +34,15 @@ second step is the first at 0.94 of the peak.
 
 Tolerance: ``max |ours - ref| <= 1e-9 * max |ref|`` per array, on the updates (the changes of
 weights, slots, statistics and averages, taken in float64 on each side), with an allowance of 4
-float64 ulps of the array's values for the rounding of the sum that applies a change.
+float64 ulps of the array's values for the rounding of the sum that applies a change. Measured:
+1.7e-12 at worst (RMSProp's momentum), 2e-11 before the allowance. In the fresh scenario the
+warm-up's first rates (the peak / 1.6 million) move the weights, and so their average, by about
+1e-9 of their size, under that allowance: there the weights and their average are held to their
+ulps, the slots, statistics and the statistics' average to 1e-9; resumed, every array is held to
+1e-9.
+
+Cost: the two float64 programs (the step, the reference's gradient) compile at level 1 in about
+2 CPU minutes from a cold cache; the six steps and the reference take about 20 s more.
 """
 
 from __future__ import annotations
