@@ -34,7 +34,15 @@ second step is the first at 0.94 of the peak.
 
 Tolerance: ``max |ours - ref| <= 1e-9 * max |ref|`` per array, on the updates (the changes of
 weights, slots, statistics and averages, taken in float64 on each side), with an allowance of 4
-float64 ulps of the array's values for the rounding of the sum that applies a change.
+float64 ulps of the array's values for the rounding of the sum that applies a change. Measured:
+1.7e-12 at worst (RMSProp's momentum), 2e-11 before the allowance. In the fresh scenario the
+warm-up's first rates (the peak / 1.6 million) move the weights, and so their average, by about
+1e-9 of their size, under that allowance: there the weights and their average are held to their
+ulps, the slots, statistics and the statistics' average to 1e-9; resumed, every array is held to
+1e-9.
+
+Cost: the two float64 programs (the step, the reference's gradient) compile at level 1 in about
+2 CPU minutes from a cold cache; the six steps and the reference take about 20 s more.
 """
 
 from __future__ import annotations
@@ -335,10 +343,11 @@ def test_v3_step_equals_tf1_trainer_in_float64(program, resumed):
 
   ref, ref_losses, norms = _reference_steps(config, model, start, batches, t0)
   assert min(norms) > config.optimizer.clip_norm, norms  # clipping engages at every step
-  # The rate, exact to the float64 ulp at each step; logged in float32.
-  np.testing.assert_allclose([float(schedule(jnp.int32(t0 + i))) for i in range(STEPS)], rates,
-                             rtol=ULPS, atol=0)
+  # The compiled step's rate (logged in float32), the losses, then every array.
   np.testing.assert_allclose(logged, rates, rtol=1e-7)
   np.testing.assert_allclose(losses, ref_losses, rtol=TOL)
-  for what in ('params', 'ms', 'mom', 'batch_stats', 'ema_params', 'ema_batch_stats'):
+  for what in ('mom', 'ms', 'params', 'batch_stats', 'ema_params', 'ema_batch_stats'):
     _compare(what, ours[what], ref[what], start[what])
+  # The schedule itself, to the float64 ulp.
+  np.testing.assert_allclose([float(schedule(jnp.int32(t0 + i))) for i in range(STEPS)], rates,
+                             rtol=ULPS, atol=0)
