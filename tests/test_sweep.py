@@ -139,8 +139,21 @@ def _results(sweep):
   return out
 
 
-def test_interrupted_sweep_resumes_to_the_uninterrupted_results(tmp_path, monkeypatch, caplog):
-  caplog.set_level(logging.INFO, logger='inception_jax')
+class _Lines(logging.Handler):
+  def __init__(self):
+    super().__init__(logging.INFO)
+    self.lines = []
+
+  def emit(self, record):
+    self.lines.append(record.getMessage())
+
+
+def test_interrupted_sweep_resumes_to_the_uninterrupted_results(tmp_path, monkeypatch):
+  logger = logging.getLogger('inception_jax')  # its own handler: entry points stop propagation
+  lines = _Lines()
+  logger.addHandler(lines)
+  level = logger.level
+  logger.setLevel(logging.INFO)
   straight = _sweep(tmp_path / 'straight')
   assert not runner.execute(straight).failed
 
@@ -177,8 +190,10 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_results(tmp_path, monkey
   for run in sweep.runs:
     lr = read_metrics(sweep.run_dir(run))[0]['lr']
     assert lr == pytest.approx(optim.learning_rate(run.config), rel=1e-6), run.id
-  compiles = [r for r in caplog.records if 'train step compiled in' in r.getMessage()]
-  assert len(compiles) == 1, [r.getMessage() for r in compiles]
+  logger.removeHandler(lines)
+  logger.setLevel(level)
+  compiles = [line for line in lines.lines if 'train step compiled in' in line]
+  assert len(compiles) == 1, compiles
 
 
 def test_vmapped_seeds_equal_their_standalone_runs(tmp_path):
