@@ -75,7 +75,7 @@ METRICS = (
     Metric('top1', 'Held-out top-1, raw weights', '%', True, 2),
     Metric('ema_top1', 'Held-out top-1, EMA weights', '%', True, 2),
     Metric('eval_loss', 'Final held-out loss, raw weights', '', False, 4),
-    Metric('train_loss', 'Final training loss', '', False, 4),
+    Metric('train_loss', 'Final training loss, main head', '', False, 4),
     Metric('wall_time_s', 'Wall time', 's', False, 1),
 )
 METRIC = {m.name: m for m in METRICS}
@@ -180,8 +180,8 @@ def read_metrics(run_dir: str) -> list[dict[str, Any]]:
 
 def final_train_loss(records: Sequence[dict[str, Any]],
                      fraction: float = TRAIN_LOSS_FRACTION) -> float | None:
-  """The mean training loss over the last ``fraction`` of the logged steps: each train record's
-  ``loss`` is already the mean over the steps since the previous one, so the records whose step
+  """The mean training loss (of the main head, ``loss_main``, when logged) over the last
+  ``fraction`` of the logged steps: each train record's loss is already the mean over the steps since the previous one, so the records whose step
   lies in the last ``fraction`` of the run (at least the last record) are averaged weighted by
   the steps each covers. One noisy logging window does not decide it, nor does a short last
   window (the loop logs at the last step whatever the interval). ``None`` without train
@@ -189,6 +189,9 @@ def final_train_loss(records: Sequence[dict[str, Any]],
   train = [r for r in records if r.get('split') == 'train' and 'loss' in r]
   if not train:
     return None
+  # The main head's loss where the loop logs it: the total adds the auxiliary heads' weighted
+  # losses, which a variant without them (or with another weight) would not be compared on.
+  key = 'loss_main' if all('loss_main' in r for r in train) else 'loss'
   last_step = train[-1]['step']
   start = last_step * (1.0 - fraction)
   total = weight = 0.0
@@ -197,7 +200,7 @@ def final_train_loss(records: Sequence[dict[str, Any]],
     covered = max(r['step'] - previous, 1)
     previous = r['step']
     if r['step'] > start or i == len(train) - 1:
-      total += covered * float(r['loss'])
+      total += covered * float(r[key])
       weight += covered
   return total / weight
 
