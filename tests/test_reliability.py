@@ -461,14 +461,14 @@ def test_evaluate_answers_a_wrong_workdir_or_step_in_one_line(tmp_path, two_chec
 def test_predict_classifies_with_a_workdirs_checkpoint_or_names_the_steps_there(
     tmp_path, two_checkpoints, capsys):
   from PIL import Image
-  from inception_jax import predict
+  from inception_jax import entry, predict
   image = str(tmp_path / 'digit.png')
   Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)).save(image)
-  assert predict.main(['--workdir', two_checkpoints, '--step', '7', image]) == 1
+  assert entry.run(predict.main, ['--workdir', two_checkpoints, '--step', '7', image]) == 1
   directory = os.path.join(two_checkpoints, 'checkpoints')
   assert capsys.readouterr().err.strip().splitlines()[-1] == (
       f'FATAL: no checkpoint of step 7 in {directory}; it holds steps 2, 4 (latest: 4, best: 4)')
-  assert predict.main(['--workdir', two_checkpoints, '--step', '2', image]) == 0
+  assert entry.run(predict.main, ['--workdir', two_checkpoints, '--step', '2', image]) == 0
   out = capsys.readouterr().out.splitlines()
   assert out[0] == f'{image}: inception_v1' and len(out) == 6  # the top 5 of 10 classes
   assert all(re.fullmatch(rf'  {rank}\. \d +\d+\.\d\d%  \(class \d\)', line)
