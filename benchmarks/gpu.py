@@ -6,7 +6,8 @@ r"""The GPU benchmark in one command, in priority order, within a time budget.
 
 Needs JAX with CUDA and PyTorch with timm; no TensorFlow (never imported), no network. Order:
 Inception-v3 bfloat16 training (JAX, timm eager, timm ``torch.compile``), then its inference,
-then the other models the same way. Each job runs in its own process (a crash or a hang costs
+then the sweep and FID measurements of issues 34 and 31 (``EXTRAS``), then the other models the
+same way. Each job runs in its own process (a crash or a hang costs
 that row only) and appends its row to ``results.jsonl`` the moment it has it; ``results.md`` is
 rewritten after every row. A job whose estimated time no longer fits in ``--budget`` seconds is
 skipped and recorded as such; the estimates are corrected by the ratio of measured to estimated
@@ -39,6 +40,24 @@ _COMPILE_S = {'inception_v1': 30, 'inception_v2': 30, 'inception_v3': 60, 'incep
               'inception_resnet_v1': 90, 'inception_resnet_v2': 150, 'xception': 60}
 
 
+# The other questions the GPU answers, each a command of its own tool run as a job after
+# Inception-v3's rows: (arguments after ``python -m``, estimated seconds, dry-run arguments).
+EXTRAS = {
+    # Issue 34: one train step of GoogLeNet's recipe at 65 px, batch 32, alone, K=4 members
+    # under vmap, and torchvision's GoogLeNet eager (benchmarks.sweep).
+    'sweep_vmap': (['benchmarks.sweep', 'step', '--vmap', '4', '--allow_load'], 120,
+                   ['--vmap', '2', '--batch', '2', '--iters', '1', '--repeats', '1']),
+    # Issue 31: fid.Evaluator on generated 64x64 images, extrapolated to 10,000 per evaluation.
+    'fid_evaluator': (['inception_jax.fid.benchmark', '--evaluator', '2000', '--batch', '200',
+                       '--size', '64', '--allow_load'], 150,
+                      ['--evaluator', '4', '--batch', '2', '--evaluator_target', '8']),
+    # Issue 31: statistics of 500 mixed-size and 500 one-size JPEGs, this CLI against
+    # pytorch-fid and clean-fid (their wheels carried to the machine), each tool a process.
+    'fid_folders': (['inception_jax.fid.benchmark', '--folders', '--images', '500',
+                     '--allow_load'], 420, ['--images', '4', '--batch_folder', '2']),
+}
+
+
 def estimate(model: str, mode: str, variant: str) -> float:
   train = mode == 'train'
   if variant == 'jax':
@@ -48,8 +67,23 @@ def estimate(model: str, mode: str, variant: str) -> float:
   return 40 + _COMPILE_S[model] * (1.5 if train else 1.0)  # inductor compiles fwd (+ bwd)
 
 
-def jobs(models: list[str], modes: list[str], variants: list[str]) -> list[tuple[str, str, str]]:
-  return [(m, mode, v) for m in models for mode in modes for v in variants]
+def jobs(models: list[str], modes: list[str], variants: list[str],
+         extras: list[str] = ()) -> list[tuple[str, str, str]]:
+  """The plan: each model's modes and variants, ``extras`` (as ``(name, 'extra', '-')``) after
+  the first model's rows."""
+  plan = [(m, mode, v) for m in models for mode in modes for v in variants]
+  first = len(modes) * len(variants) if models else 0
+  return plan[:first] + [(name, 'extra', '-') for name in extras] + plan[first:]
+
+
+def run_extra(name: str, dry_run: bool, timeout: float) -> dict[str, Any]:
+  """One of ``EXTRAS`` in its own process; its output's last lines are the row."""
+  argv, _, dry = EXTRAS[name]
+  cmd = [sys.executable, '-m', *argv, *(dry if dry_run else [])]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+  if proc.returncode:
+    return {'status': 'failed', 'reason': ' '.join(proc.stderr.strip().splitlines()[-1:])[:300]}
+  return {'status': 'ok', 'output': '\n'.join(proc.stdout.strip().splitlines()[-40:])}
 
 
 # ----------------------------------------------------------------------------- one job
@@ -82,6 +116,9 @@ def run_job(args) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the plan
 
 def _row_md(r: dict[str, Any]) -> str:
+  if r['mode'] == 'extra':
+    reason = f': {r["reason"]}' if r.get('reason') else ' (output below)'
+    return f'| {r["model"]} | extra | - | - | - | - | - | - | {r["status"]}{reason} |'
   if r.get('status') != 'ok':
     return (f'| {r["model"]} | {r["mode"]} | {r["variant_key"]} | - | - | - | - | - | '
             f'{r["status"]}: {r.get("reason", "")} |')
@@ -98,14 +135,17 @@ def write_markdown(path: str, rows: list[dict[str, Any]]) -> None:
            'compile or first step s | status |', '|---|---|---|---|---|---|---|---|---|']
   lines += [_row_md(r) for r in rows]
   ratios = []
-  for (model, mode) in dict.fromkeys((r['model'], r['mode']) for r in rows):
+  for (model, mode) in dict.fromkeys((r['model'], r['mode']) for r in rows
+                                     if r['mode'] != 'extra'):
     got = {r['variant_key']: r['images_per_s'] for r in rows
            if r['model'] == model and r['mode'] == mode and r.get('status') == 'ok'}
     for ref in ('torch_eager', 'torch_compile'):
       if 'jax' in got and ref in got:
         ratios.append(f'- {model} {mode}: JAX / {ref} = {got["jax"] / got[ref]:.2f}x')
+  outputs = [f'### {r["model"]}\n\n```\n{r["output"]}\n```' for r in rows
+             if r['mode'] == 'extra' and r.get('status') == 'ok']
   with open(path, 'w') as f:
-    f.write('\n'.join(lines + [''] + ratios) + '\n')
+    f.write('\n'.join(lines + [''] + ratios + [''] + outputs) + '\n')
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -124,6 +164,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   p.add_argument('--steps', type=int, default=20, help='timed steps per run')
   p.add_argument('--warmup', type=int, default=3, help='untimed steps after compilation')
   p.add_argument('--repeats', type=int, default=3, help='timed runs; the median is reported')
+  p.add_argument('--extras', default=','.join(EXTRAS),
+                 help="comma-separated, of " + ', '.join(EXTRAS) + " ('' for none)")
   p.add_argument('--dry_run', action='store_true',
                  help='CPU check of this script: inception_v1 at 65 px, batch 2, 2 steps, eager')
   p.add_argument('--job', default='', help=argparse.SUPPRESS)  # model,mode,variant (a child)
@@ -146,12 +188,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   os.makedirs(args.out, exist_ok=True)
   jsonl, md = os.path.join(args.out, 'results.jsonl'), os.path.join(args.out, 'results.md')
   start, correction, rows = time.monotonic(), 1.0, []
-  plan = jobs(args.models.split(','), args.modes.split(','), args.variants.split(','))
+  extras = [e for e in args.extras.split(',') if e]
+  unknown = sorted(set(extras) - set(EXTRAS))
+  if unknown:
+    p.error(f'--extras: unknown {", ".join(unknown)}; choose from {", ".join(EXTRAS)}')
+  plan = jobs(args.models.split(','), args.modes.split(','), args.variants.split(','), extras)
   for model, mode, variant in plan:
     base = {'model': model, 'mode': mode, 'variant_key': variant,
             'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
     left = args.budget - (time.monotonic() - start)
-    need = estimate(model, mode, variant) * correction * (0.05 if args.dry_run else 1.0)
+    need = (EXTRAS[model][1] if mode == 'extra' else estimate(model, mode, variant)) * correction
+    need *= 0.05 if args.dry_run else 1.0
     if need > left:
       row = {**base, 'status': 'skipped',
              'reason': f'needs about {need:.0f} s, {max(left, 0):.0f} s of the budget left'}
@@ -160,9 +207,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
              *(argv if argv is not None else sys.argv[1:])]
       t0 = time.monotonic()
       try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
+        if mode == 'extra':
+          row = {**base, **run_extra(model, args.dry_run, left)}
+          proc = None
+        else:
+          proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
         took = time.monotonic() - t0
-        if proc.returncode == 0:
+        if proc is None:
+          row['job_s'] = took
+        elif proc.returncode == 0:
           row = {**base, **json.loads(proc.stdout.strip().splitlines()[-1]), 'status': 'ok',
                  'job_s': took}
         else:

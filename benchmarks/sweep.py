@@ -68,7 +68,7 @@ def _step(args) -> dict:
   vmapped = statistics.median(seconds) / args.iters
   torch_result = torch_models.benchmark_torch('inception_v1', 'train', args.batch,
                                               image_size=args.size, steps=args.iters,
-                                              repeats=args.repeats, device='cpu')
+                                              repeats=args.repeats, device=None)
   t_one = args.batch / one['images_per_s']
   t_torch = args.batch / torch_result['images_per_s']
   return {

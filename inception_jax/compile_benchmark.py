@@ -78,10 +78,10 @@ def measure(name: str, *, scan: bool, batch: int, size: int, repeats: int,
 def main(argv: list[str] | None = None) -> None:
   parser = entry.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--model', default='inception_resnet_v2', help='model name or alias')
-  parser.add_argument('--batch', type=int, default=2, help='images per step')
-  parser.add_argument('--size', type=int, default=299, help='input side')
-  parser.add_argument('--repeats', type=int, default=3, help='compilations timed per layout')
-  parser.add_argument('--steps', type=int, default=5, help='timed steps after each compilation')
+  for flag, default, text in (('--batch', 2, 'images per step'), ('--size', 299, 'input side'),
+                              ('--repeats', 3, 'compilations timed per layout'),
+                              ('--steps', 5, 'timed steps after each compilation')):
+    parser.add_argument(flag, type=int, default=default, help=text)
   parser.add_argument('--layouts', default='scan,unrolled',
                       help="comma-separated subset of 'scan' and 'unrolled'")
   machine.add_idle_flags(parser)

@@ -155,16 +155,11 @@ class RssSampler:
     self.peak = max(self.peak, rss_now())
 
 
-# XLA:CPU hands every convolution to YNNPACK by default (jaxlib 0.10); its own emitter (Eigen)
-# runs inference on large maps faster, and on AVX-512 training too, with the filter gradients as
-# convolutions (the form kernels.conv.conv_gradients takes under it). Measured idle on EPYCs, 2
-# cores (BENCHMARKS.md, "XLA:CPU's convolutions for training and inference"): inference at 299, XLA's
-# emitter 2.07x (Inception-v3) and 1.76x (Xception) YNNPACK's speed; the train step at 299 on
-# AVX-512, XLA's emitter 1.51x YNNPACK's speed for Inception-v3, 1.20x v4, 1.31x
-# Inception-ResNet-v1, 1.15x -v2, while Xception (depthwise) trains 1.37x faster with YNNPACK, and
-# so do the 224-pixel models (GoogLeNet 1.37x, BN-Inception 1.09x); on an AVX2-only EPYC YNNPACK
-# trained v3 1.30x faster (with the filter gradients as products per tap, before they had a form
-# per library); GoogLeNet's train step at 65 5-8% faster with YNNPACK.
+# XLA:CPU hands every convolution to YNNPACK by default; its own emitter (Eigen) runs inference
+# on large maps faster, and on AVX-512 the training of the 299-pixel models too, while depthwise
+# convolutions and small inputs train faster with YNNPACK. 'auto' chooses by those rules; the
+# measurements behind the thresholds: BENCHMARKS.md, "XLA:CPU's convolutions for training and
+# inference".
 CPU_CONVOLUTIONS = ('auto', 'xla', 'ynnpack')
 LARGE_INPUT = 150  # 'auto': XLA's emitter for inference from this input size up
 LARGE_TRAINING_INPUT = 256  # and for training from this one (the 299-pixel models), on AVX-512

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from inception_jax import entry, errors
+from inception_jax import entry, errors, normalization
 
 
 class PredictError(errors.UserError):
@@ -41,7 +41,7 @@ def _from_workdir(workdir: str, step: str | None):
   """``(module, variables, meta)`` of a training workdir's checkpoint: the model and input of its
   latest recorded config, the EMA pair when the run kept one."""
   import ml_collections
-  from inception_jax import checkpoint, evaluate, models, pretrained, resume
+  from inception_jax import checkpoint, evaluate, models, resume
   checkpoint.Checkpointer.existing(workdir).close()  # one line when there is nothing to read
   config = ml_collections.ConfigDict(resume.saved_config(workdir))
   if step not in (None, 'best') and not str(step).isdigit():
@@ -54,7 +54,7 @@ def _from_workdir(workdir: str, step: str | None):
   ema = bool(config.get('ema_decay'))
   variables = {'params': state.ema_params if ema else state.params,
                'batch_stats': state.ema_batch_stats if ema else state.batch_stats}
-  preprocess = dict(pretrained.NORMALIZATIONS[config.data.get('normalization', 'inception')],
+  preprocess = dict(normalization.NORMALIZATIONS[config.data.get('normalization', 'inception')],
                     crop_pct=config.data.get('eval_crop_fraction', 0.875))
   return program.model, variables, {'model': models.info(config.model.name).name,
                                     'preprocess': preprocess,

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from inception_jax import convert, pretrained
+from inception_jax.convert import known
 from reference_utils import assert_parity, images, randomize_torch, require, torch_forward
 
 torch = require('torch')
@@ -168,33 +169,33 @@ def test_save_load_roundtrip_and_no_overwrite(reference, tmp_path):
 def test_fetch_offline_says_which_file_goes_where(tmp_path, monkeypatch):
   def offline(*a, **k):
     raise urllib.error.URLError('no network')
-  monkeypatch.setattr(pretrained.urllib.request, 'urlopen', offline)
+  monkeypatch.setattr(known.urllib.request, 'urlopen', offline)
   with pytest.raises(RuntimeError) as err:
-    pretrained.fetch('timm/inception_v3.tf_in1k', str(tmp_path))
+    known.fetch('timm/inception_v3.tf_in1k', str(tmp_path))
   msg = str(err.value)
   assert 'huggingface.co/timm/inception_v3.tf_in1k' in msg
   assert str(tmp_path / 'timm__inception_v3.tf_in1k.safetensors') in msg
   # A file put there by hand is used without any download.
   (tmp_path / 'timm__inception_v3.tf_in1k.safetensors').write_bytes(b'x')
-  assert pretrained.fetch('timm/inception_v3.tf_in1k', str(tmp_path)).endswith('.safetensors')
+  assert known.fetch('timm/inception_v3.tf_in1k', str(tmp_path)).endswith('.safetensors')
 
 
 def test_cached_files_are_checked_against_the_published_sha256(tmp_path, monkeypatch):
   def offline(*a, **k):
     raise urllib.error.URLError('no network')
-  monkeypatch.setattr(pretrained.urllib.request, 'urlopen', offline)
+  monkeypatch.setattr(known.urllib.request, 'urlopen', offline)
   # torch.hub names carry the hash's first digits (googlenet-1378be20.pth).
-  assert pretrained.published_sha256('torchvision/googlenet') == '1378be20'
+  assert known.published_sha256('torchvision/googlenet') == '1378be20'
   placed = tmp_path / 'torchvision__googlenet.pth'
   placed.write_bytes(b'some other file')
-  with pytest.raises(pretrained.ChecksumError, match=r'torchvision__googlenet.pth: SHA-256 '
+  with pytest.raises(known.ChecksumError, match=r'torchvision__googlenet.pth: SHA-256 '
                                                      r'[0-9a-f]{16}\.\.\. is not the published '
                                                      r'1378be20\.\.\. of torchvision/googlenet'):
-    pretrained.fetch('torchvision/googlenet', str(tmp_path))
+    known.fetch('torchvision/googlenet', str(tmp_path))
   assert placed.exists()  # the user's file is theirs to delete
-  monkeypatch.setitem(pretrained.KNOWN['torchvision/googlenet'], 'sha256',
-                      pretrained.sha256(str(placed)))
-  assert pretrained.fetch('torchvision/googlenet', str(tmp_path)) == str(placed)
+  monkeypatch.setitem(known.KNOWN['torchvision/googlenet'], 'sha256',
+                      known.sha256(str(placed)))
+  assert known.fetch('torchvision/googlenet', str(tmp_path)) == str(placed)
 
 
 def test_predict_class_names():

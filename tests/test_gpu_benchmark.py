@@ -28,12 +28,17 @@ def test_plan_puts_v3_bfloat16_training_first():
 
 def test_what_does_not_fit_the_budget_is_skipped_and_recorded(tmp_path):
   rows = gpu.main(['--out', str(tmp_path), '--budget', '1', '--models', 'inception_v3,xception'])
-  assert [r['status'] for r in rows] == ['skipped'] * 12
+  assert [r['status'] for r in rows] == ['skipped'] * 15
+  # The sweep and FID measurements come right after Inception-v3's six rows.
+  assert [(r['model'], r['mode']) for r in rows[6:9]] == [
+      ('sweep_vmap', 'extra'), ('fid_evaluator', 'extra'), ('fid_folders', 'extra')]
+  assert [r['model'] for r in rows[9:]] == ['xception'] * 6
   lines = (tmp_path / 'results.jsonl').read_text().splitlines()
   assert [json.loads(x)['variant_key'] for x in lines] == [r['variant_key'] for r in rows]
   assert 'needs about 75 s' in rows[0]['reason']  # estimate('inception_v3', 'train', 'jax')
+  assert 'needs about 120 s' in rows[6]['reason']  # the sweep step's estimate
   md = (tmp_path / 'results.md').read_text()
-  assert md.count('| skipped: ') == 12
+  assert md.count('| skipped: ') == 15
 
 
 def test_dry_run_on_cpu_writes_rows_without_tensorflow(tmp_path):
@@ -44,7 +49,7 @@ def test_dry_run_on_cpu_writes_rows_without_tensorflow(tmp_path):
     pytest.skip(f'{missing} not installed')
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'OUT': str(tmp_path)}
   proc = subprocess.run([sys.executable, '-m', 'benchmarks.gpu', '--dry_run', '--modes', 'infer',
-                         '--budget', '900'], cwd=REPO, env=env, capture_output=True, text=True,
+                         '--budget', '900', '--extras', ''], cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=1200)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = [json.loads(x) for x in (tmp_path / 'results.jsonl').read_text().splitlines()]

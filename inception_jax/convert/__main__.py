@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 import sys
 
-from inception_jax import entry, pretrained
+from inception_jax import entry, normalization, pretrained
+from inception_jax.convert import known
 
-PREPROCESS = {'inception': pretrained.INCEPTION, 'imagenet': pretrained.IMAGENET,
-              'caffe_bgr': pretrained.CAFFE_BGR, 'facenet': pretrained.FACENET}
+PREPROCESS = {name: normalization.NORMALIZATIONS[name]
+              for name in normalization.CONFIG_NAMES}
 
 
 def main(argv=None) -> int:
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
   parser = entry.ArgumentParser(prog='python -m inception_jax.convert', description=__doc__)
   parser.add_argument('--known', metavar='NAME',
                       help='published weights by their library name, one of: '
-                           + ', '.join(sorted(pretrained.KNOWN)))
+                           + ', '.join(sorted(known.KNOWN)))
   parser.add_argument('--model', help='our model name (with --weights; python -m '
                                       'inception_jax.models lists them)')
   parser.add_argument('--source', choices=[*convert.TORCH_SOURCES, 'keras'],
@@ -48,8 +49,8 @@ def main(argv=None) -> int:
 
   kw = dict(num_classes=args.num_classes, drop_background=args.drop_background)
   if args.known:
-    module, variables, preprocess = pretrained.convert_known(args.known, **kw)
-    name, source = pretrained.KNOWN[args.known]['model'], pretrained.KNOWN[args.known]['source']
+    module, variables, preprocess = known.convert(args.known, **kw)
+    name, source = known.KNOWN[args.known]['model'], known.KNOWN[args.known]['source']
   else:
     if not (args.model and args.source and args.weights):
       parser.error('give --known NAME, or --model, --source and --weights')

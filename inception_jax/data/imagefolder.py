@@ -146,11 +146,4 @@ def source(config, split: str) -> FolderSource:
   return FolderSource(f'{config.name}/{split}', *splits[split])
 
 
-def batches(config, split, *, batch_size, train, process_index=0, process_count=1, seed=0,
-            start_step=0):
-  return pipeline.batches(source(config, split), config, batch_size=batch_size, train=train,
-                          process_index=process_index, process_count=process_count, seed=seed,
-                          start_step=start_step)
-
-
-data_lib.register('imagefolder', info=info, batches=batches)
+data_lib.register('imagefolder', info=info, batches=pipeline.batches_of(source))

@@ -27,7 +27,7 @@ import itertools
 import logging
 import re
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -251,6 +251,16 @@ def batches(source: Source, config, *, batch_size: int, train: bool, process_ind
   return Batches(source, spec, batch_size=batch_size, train=train, process_index=process_index,
                  process_count=process_count, seed=seed, start_step=start_step,
                  image_shape=(size, size, 3), threads=int(config.get('threads', 0) or 0))
+
+
+def batches_of(source: Callable[[Any, str], Source]) -> Callable[..., Batches]:
+  """The registry's ``batches`` for a dataset whose examples ``source(config, split)`` lists:
+  they go through :func:`batches` (same keyword arguments)."""
+
+  def dataset_batches(config, split: str, *, batch_size: int, train: bool, **kw) -> Batches:
+    return batches(source(config, split), config, batch_size=batch_size, train=train, **kw)
+
+  return dataset_batches
 
 
 def check_split(name: str, split: str, num_examples: dict[str, int]) -> None:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 
-from inception_jax import errors
+from inception_jax import errors, normalization
 from inception_jax.data import defaults
 
 Features = dict[str, Any]
@@ -436,19 +436,14 @@ def keep(*keys: str) -> Op:
 
 # ----------------------------------------------------------------------- pipelines of a config
 
-# The input conventions of ``inception_jax.pretrained`` (``config.data.normalization``).
-NORMALIZATIONS = ('inception', 'imagenet', 'caffe_bgr', 'facenet')
-
-
 def _normalization(name: str) -> str:
   if name == 'inception':
     return 'value_range(-1, 1)'
-  if name not in NORMALIZATIONS:
+  if name not in normalization.CONFIG_NAMES:
     raise errors.ConfigError(
         'data.normalization', f'config.data.normalization={name!r}; choose one of '
-                              f'{", ".join(NORMALIZATIONS)}')
-  from inception_jax import pretrained
-  p = pretrained.NORMALIZATIONS[name]
+                              f'{", ".join(normalization.CONFIG_NAMES)}')
+  p = normalization.NORMALIZATIONS[name]
   return (f'normalize({tuple(p["mean"])}, {tuple(p["std"])}, scale={p["scale"]}, '
           f'bgr={p["bgr"]})')
 

@@ -15,7 +15,6 @@ that name's hash.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Mapping
 
@@ -55,9 +54,9 @@ def torch_hub_checkpoints() -> str:
 
 def candidates() -> list[str]:
   """The files :func:`find` looks for, in order: the torch hub cache's published files, then
-  this project's cache (where :func:`inception_jax.pretrained.fetch` saves them)."""
-  from inception_jax import pretrained
-  hub, cache = torch_hub_checkpoints(), pretrained.cache_dir()
+  this project's cache (where :func:`inception_jax.convert.known.fetch` saves them)."""
+  from inception_jax.convert import known
+  hub, cache = torch_hub_checkpoints(), known.cache_dir()
   return ([os.path.join(hub, name) for name in PUBLISHED]
           + [os.path.join(cache, f'{source}__inception-2015-12-05.pth')
              for source, _ in PUBLISHED.values()]
@@ -71,9 +70,9 @@ def find(flag: str = '--weights') -> str:
   for path in candidates():
     if os.path.isfile(path):
       return path
-  from inception_jax import pretrained
+  from inception_jax.convert import known
   try:
-    return pretrained.fetch('pytorch_fid/inception-2015-12-05')
+    return known.fetch('pytorch_fid/inception-2015-12-05')
   except RuntimeError as err:
     cause = err.__cause__ or err
     raise WeightsError(
@@ -81,14 +80,6 @@ def find(flag: str = '--weights') -> str:
         f'({type(cause).__name__}: {cause}): fetch {PUBLISHED[DEFAULT_FILE][1]} and put it at '
         f'{os.path.join(torch_hub_checkpoints(), DEFAULT_FILE)} (where pytorch-fid keeps it), '
         f'or pass the file with {flag} FILE') from None
-
-
-def sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def expected_keys() -> set[str]:
@@ -139,6 +130,7 @@ def verify_file(path: str) -> None:
   another file renamed is refused)."""
   name = os.path.basename(path)
   if name in PUBLISHED:
+    from inception_jax.convert.known import sha256
     prefix = name.rsplit('-', 1)[1].split('.')[0]
     digest = sha256(path)
     if not digest.startswith(prefix):
@@ -183,4 +175,4 @@ def load(path: str | None = None, flag: str = '--weights', num_classes: int | No
 
 
 __all__ = ['DEFAULT_FILE', 'EXPECTED', 'PUBLISHED', 'WeightsError', 'candidates', 'expected_keys',
-           'find', 'load', 'sha256', 'torch_hub_checkpoints', 'verify', 'verify_file']
+           'find', 'load', 'torch_hub_checkpoints', 'verify', 'verify_file']

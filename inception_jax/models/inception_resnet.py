@@ -119,19 +119,17 @@ class ResidualBlock(layers.Block):
   diverge; ``scale`` is TF-slim's choice in that range (0.17, 0.10, 0.20).
   """
 
-  specs: tuple[Spec, ...] = ()
+  specs: tuple[Spec, ...]
   scale: float = 1.0
   activate: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     mixed = jnp.concatenate(
-        [layers.Branch(spec, self.conventions, dtype=self.dtype,
-                       cpu_convolutions=self.cpu_convolutions, name=f'Branch_{i}')(x, train)
+        [layers.Branch(spec, name=f'Branch_{i}', **layers.op_kwargs(self))(x, train)
          for i, spec in enumerate(self.specs)], axis=-1)
-    up = layers.ConvBN(x.shape[-1], 1, self.conventions, use_bn=False, activation=None,
-                       dtype=self.dtype, cpu_convolutions=self.cpu_convolutions,
-                       name=UP_PROJECTION)(mixed, train)
+    up = layers.ConvBN(x.shape[-1], 1, use_bn=False, activation=None, name=UP_PROJECTION,
+                       **layers.op_kwargs(self))(mixed, train)
     x = x + self.scale * up
     return nn.relu(x) if self.activate else x
 
@@ -211,14 +209,8 @@ class InceptionResNet(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     v = self._variant()
-    layers.check_input(images, self.min_size, f'inception_resnet_{self.variant}')
-    kw = dict(conventions=self.conventions, dtype=self.dtype,
-              cpu_convolutions=self.cpu_convolutions)
-    point = functools.partial(layers.endpoint, self)
-    x = images.astype(self.dtype)
-
-    for op in STEMS[self.variant]:
-      x = point(op.name, layers.apply_op(op, x, train, **kw))
+    kw, point = layers.begin(self, images, f'inception_resnet_{self.variant}')
+    x = layers.stem(STEMS[self.variant], images.astype(self.dtype), train, kw, point)
     if self.variant == 'v2':
       widths, pool, branch0 = MIXED_5B
       x = point('Mixed_5b', layers.Mixed(inception_v3.inception_a(pool, widths, branch0),

@@ -17,7 +17,6 @@ run, their logits are end points too, ``AuxLogits_4b`` and ``AuxLogits_4e``.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -151,10 +150,7 @@ class InceptionV1(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False):
-    layers.check_input(images, self.min_size, 'inception_v1')
-    kw = dict(conventions=self.conventions, use_bn=self.variant == 'bn', dtype=self.dtype,
-              cpu_convolutions=self.cpu_convolutions)
-    point = functools.partial(layers.endpoint, self)
+    kw, point = layers.begin(self, images, 'inception_v1', use_bn=self.variant == 'bn')
     x = images.astype(self.dtype)
     for op in STEM:
       x = point(op.name, layers.apply_op(op, x, train, **kw))

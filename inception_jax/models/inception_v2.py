@@ -12,7 +12,6 @@ columns, no auxiliary classifier. Caffe's inception_3a..5b are TF-slim's Mixed_3
 
 from __future__ import annotations
 
-import functools
 from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
@@ -98,14 +97,9 @@ class InceptionV2(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-    layers.check_input(images, self.min_size, 'inception_v2')
-    kw = dict(conventions=self.conventions, use_bias=self.conv_bias, dtype=self.dtype,
-              cpu_convolutions=self.cpu_convolutions)
-    point = functools.partial(layers.endpoint, self)
-    x = images.astype(self.dtype)
+    kw, point = layers.begin(self, images, 'inception_v2', use_bias=self.conv_bias)
     # Stem, Figure 5 rows 1-4: GoogLeNet's, without its LRN (Section 4.2.1).
-    for op in inception_v1.STEM:
-      x = point(op.name, layers.apply_op(op, x, train, **kw))
+    x = layers.stem(inception_v1.STEM, images.astype(self.dtype), train, kw, point)
     # Caffe pools in ceil mode without padding while its convs pad symmetrically: on odd maps
     # the stride-2 branches of 3c and 4e disagree by a pixel, and layers.Mixed refuses them.
     for row in ROWS:

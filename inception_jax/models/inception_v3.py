@@ -10,7 +10,6 @@ Mixed_5c, ``Conv2d_0b_3x1`` in Mixed_7b).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -159,14 +158,8 @@ class InceptionV3(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False):
-    layers.check_input(images, self.min_size, 'inception_v3')
-    kw = dict(conventions=self.conventions, dtype=self.dtype,
-              cpu_convolutions=self.cpu_convolutions)
-    point = functools.partial(layers.endpoint, self)
-
-    x = images
-    for op in STEM:
-      x = point(op.name, layers.apply_op(op, x, train, **kw))
+    kw, point = layers.begin(self, images, 'inception_v3')
+    x = layers.stem(STEM, images, train, kw, point)
     for name, specs, args in MIXED:
       x = point(name, layers.Mixed(specs(*args), name=name, **kw)(x, train))
       if (name == AUX_AFTER and self.aux_logits and self.num_classes

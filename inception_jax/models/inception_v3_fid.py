@@ -19,7 +19,6 @@ branch is the single 1x1 conv ``mixed_6/conv``. ``PreLogits`` is the graph's 204
 
 from __future__ import annotations
 
-import functools
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -71,13 +70,8 @@ class InceptionV3FID(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-    layers.check_input(images, self.min_size, 'inception_v3_fid')
-    kw = dict(conventions=self.conventions, dtype=self.dtype,
-              cpu_convolutions=self.cpu_convolutions)
-    point = functools.partial(layers.endpoint, self)
-    x = images
-    for op in STEM:
-      x = point(op.name, layers.apply_op(op, x, train, **kw))
+    kw, point = layers.begin(self, images, 'inception_v3_fid')
+    x = layers.stem(STEM, images, train, kw, point)
     for name, specs in MIXED:
       x = point(name, layers.Mixed(specs, name=name, **kw)(x, train))
     x = point('PreLogits', global_avg_pool(x))

@@ -130,13 +130,8 @@ class InceptionV4(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-    layers.check_input(images, self.min_size, 'inception_v4')
-    kw = dict(conventions=self.conventions, dtype=self.dtype,
-              cpu_convolutions=self.cpu_convolutions)
-    point = functools.partial(layers.endpoint, self)
-    x = images.astype(self.dtype)
-    for op in STEM:
-      x = point(op.name, layers.apply_op(op, x, train, **kw))
+    kw, point = layers.begin(self, images, 'inception_v4')
+    x = layers.stem(STEM, images.astype(self.dtype), train, kw, point)
     for name, specs, args in BLOCKS:
       make = functools.partial(layers.Mixed, specs(*args), **kw)
       if not isinstance(name, Run):

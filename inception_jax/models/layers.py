@@ -11,6 +11,7 @@ the function computed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Callable, NamedTuple, Sequence
@@ -76,17 +77,20 @@ class ConvBN(nn.Module):
 
 
 class Block(nn.Module):
-  """Base of the Inception blocks: the conventions, compute dtype and CPU convolutions every conv
-  of a block shares, and ``conv(...)``, a :class:`ConvBN` bound to them."""
+  """Base of the blocks built from conv units: the conventions, compute dtype and CPU
+  convolution library every conv of the block shares (keyword-only, so a subclass's own fields
+  come first and stay positional)."""
 
-  conventions: Conventions
-  dtype: Dtype = jnp.float32
-  cpu_convolutions: str = 'ynnpack'
+  conventions: Conventions = dataclasses.field(kw_only=True)
+  dtype: Dtype = dataclasses.field(default=jnp.float32, kw_only=True)
+  cpu_convolutions: str = dataclasses.field(default='ynnpack', kw_only=True)
 
-  def conv(self, features: int, kernel: int | Sequence[int], name: str, strides: int = 1,
-           padding: PaddingSpec = 'SAME') -> ConvBN:
-    return ConvBN(features, kernel, self.conventions, strides=strides, padding=padding,
-                  dtype=self.dtype, cpu_convolutions=self.cpu_convolutions, name=name)
+
+def op_kwargs(module: nn.Module, **extra) -> dict:
+  """What every conv unit of ``module`` (a model or a :class:`Block`) is built with: its
+  conventions, compute dtype and CPU convolution library, plus ``extra``."""
+  return dict(conventions=module.conventions, dtype=module.dtype,
+              cpu_convolutions=module.cpu_convolutions, **extra)
 
 
 class Conv(NamedTuple):
@@ -136,22 +140,18 @@ def apply_op(op: BranchOp, x: jax.Array, train: bool, conventions: Conventions,
                 cpu_convolutions=cpu_convolutions, name=op.name)(x, train)
 
 
-class Branch(nn.Module):
+class Branch(Block):
   """One TF-slim ``Branch_<i>`` scope, the branch of every family, built from a :class:`Spec`.
   Parameters nest as ``Branch_<i>/<conv scope>/{conv,bn}``."""
 
   spec: Spec
-  conventions: Conventions
   use_bn: bool = True
   use_bias: bool | None = None  # None: a bias exactly where there is no BN
-  dtype: Dtype = jnp.float32
-  cpu_convolutions: str = 'ynnpack'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    apply = functools.partial(apply_op, train=train, conventions=self.conventions,
-                              use_bn=self.use_bn, use_bias=self.use_bias, dtype=self.dtype,
-                              cpu_convolutions=self.cpu_convolutions)
+    apply = functools.partial(apply_op, train=train, use_bn=self.use_bn, use_bias=self.use_bias,
+                              **op_kwargs(self))
     for op in self.spec.ops:
       x = apply(op, x)
     if self.spec.fork:
@@ -159,21 +159,18 @@ class Branch(nn.Module):
     return x
 
 
-class Mixed(nn.Module):
+class Mixed(Block):
   """An Inception module: the branches ``Branch_0..n`` of ``specs`` side by side, concatenated
   along channels (Figure 2(b) of GoogLeNet and every module after it)."""
 
   specs: Sequence[Spec]
-  conventions: Conventions
   use_bn: bool = True
   use_bias: bool | None = None
-  dtype: Dtype = jnp.float32
-  cpu_convolutions: str = 'ynnpack'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    outs = [Branch(spec, self.conventions, self.use_bn, self.use_bias, self.dtype,
-                   self.cpu_convolutions, name=f'Branch_{i}')(x, train)
+    outs = [Branch(spec, self.use_bn, self.use_bias, name=f'Branch_{i}',
+                   **op_kwargs(self))(x, train)
             for i, spec in enumerate(self.specs)]
     sizes = {o.shape[1:3] for o in outs}
     if len(sizes) > 1:  # e.g. Caffe's unpadded ceil-mode pool beside padded stride-2 convs
@@ -284,6 +281,22 @@ def check_input(images: jax.Array, min_size: int, model: str) -> None:
   if h < min_size or w < min_size:
     raise ValueError(f'{model} needs inputs of at least {min_size}x{min_size} pixels, '
                      f'got {h}x{w}')
+
+
+def begin(module: nn.Module, images: jax.Array, name: str, **extra):
+  """The start of every model's ``__call__``: check ``images`` against ``module.min_size``
+  (naming the model ``name``), then return the conv units' keyword arguments
+  (:func:`op_kwargs` with ``extra``) and ``point(name, x)``, which records an end point."""
+  check_input(images, module.min_size, name)
+  return op_kwargs(module, **extra), functools.partial(endpoint, module)
+
+
+def stem(ops: Sequence[BranchOp], x: jax.Array, train: bool, kw: dict, point) -> jax.Array:
+  """Apply ``ops`` in sequence inside the calling compact module, recording each output as the
+  end point named like its op."""
+  for op in ops:
+    x = point(op.name, apply_op(op, x, train, **kw))
+  return x
 
 
 def endpoint(module: nn.Module, name: str, x: jax.Array) -> jax.Array:

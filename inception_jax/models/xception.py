@@ -32,19 +32,15 @@ class SepConv(NamedTuple):
   relu: bool = True
 
 
-class SeparableConvBN(nn.Module):
+class SeparableConvBN(layers.Block):
   """Depthwise 3x3 conv, pointwise 1x1 conv, BatchNorm. Nothing between depthwise and
   pointwise: Section 4.7 (Figure 10) found an intermediate non-linearity harmful."""
 
   features: int
-  conventions: Conventions
-  dtype: Any = jnp.float32
-  cpu_convolutions: str = 'ynnpack'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    plain = dict(conventions=self.conventions, use_bn=False, use_bias=False, activation=None,
-                 dtype=self.dtype, cpu_convolutions=self.cpu_convolutions)
+    plain = layers.op_kwargs(self, use_bn=False, use_bias=False, activation=None)
     x = layers.ConvBN(x.shape[-1], 3, feature_group_count=x.shape[-1], name='depthwise',
                       **plain)(x)
     x = layers.ConvBN(self.features, 1, name='pointwise', **plain)(x)
@@ -68,19 +64,15 @@ def block(widths: tuple[int, ...], strides: int = 1, first_relu: bool = True) ->
                Conv('residual', widths[-1], 1, strides, relu=False))
 
 
-class XceptionBlock(nn.Module):
+class XceptionBlock(layers.Block):
   """Runs a :class:`Block`; the shortcut takes the block's input before the first ReLU, so the
   sum that leaves the block is not rectified."""
 
   block: Block
-  conventions: Conventions
-  dtype: Any = jnp.float32
-  cpu_convolutions: str = 'ynnpack'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    kw = dict(conventions=self.conventions, dtype=self.dtype,
-              cpu_convolutions=self.cpu_convolutions)
+    kw = layers.op_kwargs(self)
     shortcut = x
     if self.block.shortcut is not None:
       shortcut = layers.apply_op(self.block.shortcut, x, train, **kw)
@@ -130,13 +122,8 @@ class Xception(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-    layers.check_input(images, self.min_size, 'xception')
-    kw = dict(conventions=self.conventions, dtype=self.dtype,
-              cpu_convolutions=self.cpu_convolutions)
-    point = functools.partial(layers.endpoint, self)
-    x = images.astype(self.dtype)
-    for op in STEM:
-      x = point(op.name, layers.apply_op(op, x, train, **kw))
+    kw, point = layers.begin(self, images, 'xception')
+    x = layers.stem(STEM, images.astype(self.dtype), train, kw, point)
     for name, spec in BLOCKS:
       make = functools.partial(XceptionBlock, spec, **kw)
       if isinstance(name, Run):

@@ -10,9 +10,9 @@ treat it as that run. The members' results equal the standalone runs' within flo
 XLA batches the members' convolutions, which sums in another order
 (``tests/test_sweep.py`` states the tolerance).
 
-On accelerators that a small model leaves idle, K members cost about as much as one; on a
-CPU, whose convolutions are already compute-bound at these sizes, they cost about K runs or more
-(BENCHMARKS.md, "Sweeps"), so the runner uses this only when asked.
+On accelerators that a small model leaves idle, K members can cost about as much as one; on a
+CPU they cost more than K runs (the members' convolutions become grouped ones, which XLA:CPU runs
+slower than dense ones; BENCHMARKS.md, "Sweeps"), so the runner uses this only when asked.
 """
 
 from __future__ import annotations
