@@ -25,6 +25,8 @@ import os
 import re
 from typing import Any
 
+from flax import traverse_util
+
 from inception_jax import errors
 
 log = logging.getLogger('inception_jax.train')
@@ -45,15 +47,6 @@ class ConfigChangeError(errors.UserError):
   """A relaunch whose config would not continue the run in its workdir."""
 
 
-def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
-  if isinstance(tree, dict):
-    out = {}
-    for key, value in tree.items():
-      out.update(_flatten(value, f'{prefix}{key}.'))
-    return out
-  return {prefix[:-1]: tree}
-
-
 def _matches(name: str, prefix: str) -> bool:
   return name == prefix or name.startswith(prefix + '.')
 
@@ -72,7 +65,7 @@ def kind(name: str) -> str:
 def changes(saved: dict, new: dict) -> dict[str, tuple[Any, Any]]:
   """``{field: (saved value, new value)}`` of the fields that differ (absent: ``None``), but
   :data:`ALLOW`."""
-  a, b = _flatten(saved), _flatten(new)
+  a, b = (traverse_util.flatten_dict(c, sep='.') for c in (saved, new))
   return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
           if k != ALLOW and a.get(k) != b.get(k)}
 

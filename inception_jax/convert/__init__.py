@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import logging
 import os
 from typing import Any, Callable
@@ -25,15 +24,12 @@ from inception_jax.convert import core
 from inception_jax.convert.core import (ConversionError, KerasReader, TorchReader,
                                         WeightsFileError, assemble, flatten, load_state_dict,
                                         unflatten)
+from inception_jax.registry import Registry
 
 log = logging.getLogger('inception_jax.convert')
 
 TORCH_SOURCES = ('torchvision', 'timm', 'pretrainedmodels', 'facenet', 'pytorch_fid',
                  'torch_fidelity')
-
-# Converter modules, imported on first use so that importing this package stays light.
-_FAMILIES = ('inception_v1', 'inception_v2', 'inception_v3', 'inception_v3_fid', 'inception_v4',
-             'inception_resnet', 'xception')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +41,13 @@ class Converter:
   options: dict[str, Any]
 
 
-_TORCH: dict[tuple[str, str], Converter] = {}
-_KERAS: dict[str, Converter] = {}
+# The converters of each model, in the module of its family (the one that defines the model under
+# inception_jax.models); all are imported on first use (the errors name every conversion), so that
+# importing this package stays light.
+_MODULES = {name: f'inception_jax.convert.{family}'
+            for name, family in models.registry.FAMILIES.items()}
+_TORCH: Registry[dict[str, Converter]] = Registry('PyTorch converters of', modules=_MODULES)
+_KERAS: Registry[Converter] = Registry('Keras converter of', modules=_MODULES)
 
 # Below this share of a state dict's keys used by the conversion, the state dict is taken for
 # another architecture's: the error then names the closest one instead of listing every key.
@@ -68,7 +69,10 @@ def torch_converter(model: str, sources: tuple[str, ...], *, heads: tuple[tuple[
     for source in sources:
       if source not in TORCH_SOURCES:
         raise ValueError(f'unknown source {source!r}')
-      _TORCH[(source, model)] = Converter(fn, heads, options)
+      by_source = _TORCH[model] if model in _TORCH else _TORCH.add(model, {})
+      if source in by_source:
+        raise ValueError(f'{source} converter of {model!r} registered twice')
+      by_source[source] = Converter(fn, heads, options)
     return fn
   return wrap
 
@@ -76,21 +80,26 @@ def torch_converter(model: str, sources: tuple[str, ...], *, heads: tuple[tuple[
 def keras_converter(model: str, *, heads: tuple[tuple[str, ...], ...], **options: Any):
   """Register ``fn(reader: KerasReader) -> dict of create() options``."""
   def wrap(fn):
-    _KERAS[model] = Converter(fn, heads, options)
+    _KERAS.add(model, Converter(fn, heads, options))
     return fn
   return wrap
 
 
 def _load_converters() -> None:
-  for family in _FAMILIES:
-    importlib.import_module(f'inception_jax.convert.{family}')
+  _TORCH.load_all()
+  _KERAS.load_all()
+
+
+def _torch_converters() -> list[tuple[str, str, Converter]]:
+  """``(source, model, converter)`` of every PyTorch conversion, in the order registered."""
+  return [(s, m, c) for m, by_source in _TORCH.items() for s, c in by_source.items()]
 
 
 def supported() -> dict[str, list[str]]:
   """{source: [model names]} of every registered conversion."""
   _load_converters()
   out: dict[str, list[str]] = {}
-  for source, model in _TORCH:
+  for source, model, _ in _torch_converters():
     out.setdefault(source, []).append(model)
   out['keras'] = list(_KERAS)
   return out
@@ -115,9 +124,9 @@ def from_torch(name: str, state_dict: Any, *, source: str, num_classes: int | No
   model = _model_name(name)
   if source not in TORCH_SOURCES:
     raise UnsupportedError(f'source must be one of {TORCH_SOURCES}, got {source!r}')
-  conv = _TORCH.get((source, model))
+  conv = _TORCH[model].get(source) if model in _TORCH else None
   if conv is None:
-    have = sorted(m for s, m in _TORCH if s == source)
+    have = sorted(m for s, m, _ in _torch_converters() if s == source)
     raise UnsupportedError(f'no {source} converter for {model}; {source} converts: {have}')
   state = load_state_dict(state_dict)
   reader = TorchReader(state)
@@ -150,7 +159,7 @@ def closest_architecture(state, source: str | None = None) -> str:
   tie, one of ``source``), as a sentence with the flags that convert it."""
   _load_converters()
   best = None
-  for (src, model), conv in _TORCH.items():
+  for src, model, conv in _torch_converters():
     reader = TorchReader(state)
     try:
       conv.fn(reader, src)
@@ -177,7 +186,7 @@ def from_keras(name: str, model_or_path: Any, *, num_classes: int | None = None,
   """
   _load_converters()
   model = _model_name(name)
-  conv = _KERAS.get(model)
+  conv = _KERAS[model] if model in _KERAS else None
   if conv is None:
     raise UnsupportedError(f'no Keras converter for {model}; Keras converts: {sorted(_KERAS)}')
   if isinstance(model_or_path, (str, os.PathLike)):

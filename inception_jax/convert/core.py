@@ -12,6 +12,8 @@ import os
 import re
 from typing import Any, Iterable, Mapping
 
+# A variable tree <-> {path: leaf}, each path the tuple of keys down to its leaf.
+from flax.traverse_util import flatten_dict as flatten, unflatten_dict as unflatten
 import numpy as np
 
 from inception_jax import errors
@@ -280,26 +282,6 @@ def _flat_layers(model: Any) -> list[Any]:
 
 
 # ------------------------------------------------------------------------------ assembly
-
-def flatten(tree: Mapping[str, Any], prefix: Path = ()) -> dict[Path, Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(flatten(v, (*prefix, k)))
-    else:
-      out[(*prefix, k)] = v
-  return out
-
-
-def unflatten(flat: Mapping[Path, Any]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, v in flat.items():
-    node = tree
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
-  return tree
-
 
 def assemble(reader: '_Reader', expected: Mapping[str, Any], *, what: str,
              allow_missing: Iterable[Path] = ()) -> dict[str, Any]:

@@ -36,12 +36,12 @@ them when they are used.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from inception_jax import errors
+from inception_jax.registry import Registry
 
 Batch = dict[str, np.ndarray]
 
@@ -58,28 +58,25 @@ class _Dataset:
   batches: Callable[..., Iterator[Batch]]
 
 
-_REGISTRY: dict[str, _Dataset] = {}
 # Built-in datasets, imported on first use so that using one loads only its dependencies.
-_MODULES = {
+_DATASETS: Registry[_Dataset] = Registry('dataset', modules={
     'digits': 'inception_jax.data.digits',  # scikit-learn's 8x8 digits, embedded (:quick configs)
     'synthetic': 'inception_jax.data.synthetic',  # random images, no TensorFlow (benchmarks)
     'imagefolder': 'inception_jax.data.imagefolder',  # 'imagefolder:PATH'
     'tfds': 'inception_jax.data.tfds',  # 'tfds:NAME', or any other name: a TFDS dataset
-}
+})
 # Names with a prefix: 'imagefolder:/data/flowers', 'tfds:cifar10'.
 _PREFIXED = ('imagefolder', 'tfds')
 
 
 def register(name: str, *, info: Callable[[Any], DatasetInfo],
              batches: Callable[..., Iterator[Batch]]) -> None:
-  if name in _REGISTRY:
-    raise ValueError(f'dataset {name!r} registered twice')
-  _REGISTRY[name] = _Dataset(info, batches)
+  _DATASETS.add(name, _Dataset(info, batches))
 
 
 def names() -> list[str]:
   """The registered and built-in dataset names (besides every TFDS name)."""
-  return sorted(set(_REGISTRY) | set(_MODULES))
+  return sorted(_DATASETS.names())
 
 
 def kind(name: str) -> str:
@@ -91,7 +88,7 @@ def kind(name: str) -> str:
     raise errors.ConfigError(
         'data.name', f'config.data.name={name!r}: name a dataset ({", ".join(names())}, '
                      "'imagefolder:PATH' or a TFDS name)")
-  if name in _REGISTRY or name in _MODULES:
+  if _DATASETS.known(name):
     return name
   prefix, sep, _ = name.partition(':')
   if sep and prefix in _PREFIXED:
@@ -104,12 +101,8 @@ def kind(name: str) -> str:
 
 
 def _get(name: str) -> _Dataset:
-  key = kind(name)
-  if key not in _REGISTRY and key in _MODULES:
-    importlib.import_module(_MODULES[key])
-  if key not in _REGISTRY:
-    raise errors.ConfigError('data.name', f'unknown dataset {name!r}; known: {", ".join(names())}')
-  return _REGISTRY[key]
+  return _DATASETS.lookup(kind(name), lambda: errors.ConfigError(
+      'data.name', f'unknown dataset {name!r}; known: {", ".join(names())}'))
 
 
 def info(data_config) -> DatasetInfo:

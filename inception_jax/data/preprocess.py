@@ -34,31 +34,29 @@ import tensorflow as tf
 
 from inception_jax import errors, normalization
 from inception_jax.data import defaults
+from inception_jax.registry import Registry
 
 Features = dict[str, Any]
 Op = Callable[[Features], Features]
 
-_OPS: dict[str, Callable[..., Op]] = {}
+_OPS: Registry[Callable[..., Op]] = Registry('preprocessing op')
 
 
 def register(name: str):
   """Decorator: registers an op factory under ``name``."""
   def wrap(factory):
-    if name in _OPS:
-      raise ValueError(f'preprocessing op {name!r} registered twice')
-    _OPS[name] = factory
-    return factory
+    return _OPS.add(name, factory)
   return wrap
 
 
 def names() -> list[str]:
-  return sorted(_OPS)
+  return sorted(_OPS.names())
 
 
 def get(name: str, *args, **kwargs) -> Op:
-  if name not in _OPS:
-    raise ValueError(f'unknown preprocessing op {name!r}; known: {", ".join(names())}')
-  return _OPS[name](*args, **kwargs)
+  factory = _OPS.lookup(name, lambda: ValueError(
+      f'unknown preprocessing op {name!r}; known: {", ".join(names())}'))
+  return factory(*args, **kwargs)
 
 
 def _parse_one(text: str) -> Op:

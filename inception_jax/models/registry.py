@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any, Callable
 
 import flax.linen as nn
 
 from inception_jax.models import conventions
+from inception_jax.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,12 +31,10 @@ class ModelInfo:
     return self.cls.__dataclass_fields__['conventions'].default.name
 
 
-_REGISTRY: dict[str, ModelInfo] = {}
-_ALIASES: dict[str, str] = {}
-
-# Which module of inception_jax.models defines each architecture, in publication order. Modules
-# are imported on first use of one of their names, so using one model loads only its family.
-_MODULES = {
+# Which module of inception_jax.models defines each architecture, in publication order; its
+# weight converters live in the module of the same name under inception_jax.convert. Modules are
+# imported on first use of one of their names, so using one model loads only its family.
+FAMILIES = {
     'inception_v1': 'inception_v1',
     'inception_v2': 'inception_v2',
     'inception_v3': 'inception_v3',
@@ -46,18 +44,17 @@ _MODULES = {
     'inception_resnet_v2': 'inception_resnet',
     'xception': 'xception',
 }
-# Aliases, known before their module is imported.
-_STATIC_ALIASES = {
-    'googlenet': 'inception_v1',
-    'bn_inception': 'inception_v2',
-    'bninception': 'inception_v2',
-    'inception_resnet': 'inception_resnet_v2',
-}
 
-
-def _import(name: str) -> None:
-  if name in _MODULES and name not in _REGISTRY:
-    importlib.import_module(f'inception_jax.models.{_MODULES[name]}')
+_MODELS: Registry[ModelInfo] = Registry(
+    'model name', modules={name: f'inception_jax.models.{family}'
+                           for name, family in FAMILIES.items()},
+    # Aliases, known before their module is imported.
+    aliases={
+        'googlenet': 'inception_v1',
+        'bn_inception': 'inception_v2',
+        'bninception': 'inception_v2',
+        'inception_resnet': 'inception_resnet_v2',
+    })
 
 
 def register(name: str, *, paper: str, input_size: int, aliases: tuple[str, ...] = (),
@@ -77,32 +74,22 @@ def register(name: str, *, paper: str, input_size: int, aliases: tuple[str, ...]
         or default != conventions.resolve(name, default.name)):
       raise TypeError(f'{cls.__name__}.conventions must default to '
                       f'conventions.resolve({name!r}, origin), got {default!r}')
-    for key in (name, *aliases):
-      if key in _REGISTRY or key in _ALIASES:
-        raise ValueError(f'model name {key!r} registered twice')
-    _REGISTRY[name] = ModelInfo(name, cls, paper, input_size, aliases,
-                                dict(defaults))
-    _ALIASES.update({a: name for a in aliases})
+    _MODELS.add(name, ModelInfo(name, cls, paper, input_size, aliases, dict(defaults)), aliases)
     return cls
   return wrap
 
 
 def info(name: str) -> ModelInfo:
   """Registry entry of ``name`` or one of its aliases."""
-  key = name.lower().replace('-', '_')
-  key = _STATIC_ALIASES.get(key, _ALIASES.get(key, key))
-  _import(key)
-  if key not in _REGISTRY:
-    raise ValueError(f'unknown model {name!r}; known models: {", ".join(list_models())} '
-                     f'(aliases: {", ".join(sorted({**_STATIC_ALIASES, **_ALIASES}))})')
-  return _REGISTRY[key]
+  return _MODELS.lookup(name.lower().replace('-', '_'), lambda: ValueError(
+      f'unknown model {name!r}; known models: {", ".join(list_models())} '
+      f'(aliases: {", ".join(_MODELS.aliases())})'))
 
 
 def list_models() -> list[str]:
   """Canonical model names, in publication order."""
-  for name in _MODULES:
-    _import(name)
-  return [n for n in _MODULES if n in _REGISTRY] + [n for n in _REGISTRY if n not in _MODULES]
+  _MODELS.load_all()
+  return [n for n in _MODELS.names() if n in _MODELS]
 
 
 def create(name: str, *, num_classes: int | None = None, **options: Any) -> nn.Module:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import numpy as np
@@ -68,9 +69,9 @@ def pyloop_to_scan(variables: Mapping[str, Any], runs: Sequence[Run]) -> dict[st
   """
   out = {}
   for collection, tree in variables.items():
-    tree = _nest(tree)
-    for run in runs:
-      found = [_get(tree, p) for p in run.block_paths]
+    flat = _leaves(tree)
+    for run in runs if flat is not None else ():
+      found = [_subtree(flat, p) for p in run.block_paths]
       if all(f is None for f in found):
         continue
       if any(f is None for f in found):
@@ -78,9 +79,9 @@ def pyloop_to_scan(variables: Mapping[str, Any], runs: Sequence[Run]) -> dict[st
         raise ValueError(f'{collection}: the run {"/".join(run.scanned_path)} needs all of its '
                          f'{len(found)} blocks; missing {missing}')
       for p in run.block_paths:
-        _pop(tree, p)
-      _put(tree, run.scanned_path, jax.tree.map(lambda *xs: np.stack(xs), *found))
-    out[collection] = tree
+        _drop(flat, p)
+      _put(flat, run.scanned_path, jax.tree.map(lambda *xs: np.stack(xs), *found))
+    out[collection] = tree if flat is None else traverse_util.unflatten_dict(flat)
   return out
 
 
@@ -88,59 +89,49 @@ def scan_to_pyloop(variables: Mapping[str, Any], runs: Sequence[Run]) -> dict[st
   """Scanned variables -> unrolled: each run's stacked module split into its named blocks."""
   out = {}
   for collection, tree in variables.items():
-    tree = _nest(tree)
-    for run in runs:
-      stacked = _get(tree, run.scanned_path)
+    flat = _leaves(tree)
+    for run in runs if flat is not None else ():
+      stacked = _subtree(flat, run.scanned_path)
       if stacked is None:
         continue
       lengths = {int(np.shape(x)[0]) for x in jax.tree.leaves(stacked)}
       if lengths != {len(run.blocks)}:
         raise ValueError(f'{collection}/{"/".join(run.scanned_path)}: leading axes {lengths}, '
                          f'the run has {len(run.blocks)} blocks')
-      _pop(tree, run.scanned_path)
+      _drop(flat, run.scanned_path)
       for i, p in enumerate(run.block_paths):
-        _put(tree, p, jax.tree.map(lambda x, i=i: x[i], stacked))
-    out[collection] = tree
+        _put(flat, p, jax.tree.map(lambda x, i=i: x[i], stacked))
+    out[collection] = tree if flat is None else traverse_util.unflatten_dict(flat)
   return out
 
 
-def _nest(tree: Any) -> Any:
-  """A copy of ``tree``'s dicts, keys holding '/' split into nested dicts."""
+# Paths into a variable tree go through its flat form, {path: leaf} (flax.traverse_util), with
+# empty dicts kept as traverse_util.empty_node.
+
+def _leaves(tree: Any) -> dict[Path, Any] | None:
+  """``tree``'s leaves by path, keys holding '/' split into their parts; None if not a dict."""
   if not isinstance(tree, Mapping):
-    return tree
-  out: dict[str, Any] = {}
-  for key, value in tree.items():
-    *parents, leaf = str(key).split('/')
-    node = out
-    for p in parents:
-      node = node.setdefault(p, {})
-    value = _nest(value)
-    if isinstance(node.get(leaf), dict) and isinstance(value, dict):
-      node[leaf].update(value)
-    else:
-      node[leaf] = value
-  return out
+    return None
+  flat = traverse_util.flatten_dict(dict(tree), keep_empty_nodes=True)
+  return {tuple(part for key in path for part in str(key).split('/')): leaf
+          for path, leaf in flat.items()}
 
 
-def _get(tree: Any, path: Path) -> Any:
-  for key in path:
-    if not isinstance(tree, Mapping) or key not in tree:
-      return None
-    tree = tree[key]
-  return tree
+def _subtree(flat: dict[Path, Any], path: Path) -> dict[str, Any] | None:
+  """The tree below ``path``, or None if nothing is."""
+  n = len(path)
+  below = {k[n:]: v for k, v in flat.items() if len(k) > n and k[:n] == path}
+  return traverse_util.unflatten_dict(below) if below else None
 
 
-def _pop(tree: dict, path: Path) -> None:
-  parents = [tree]
-  for key in path[:-1]:
-    parents.append(parents[-1][key])
-  del parents[-1][path[-1]]
-  for node, key in zip(reversed(parents[:-1]), reversed(path[:-1])):  # drop emptied scopes
-    if not node[key]:
-      del node[key]
+def _drop(flat: dict[Path, Any], path: Path) -> None:
+  """Removes the tree below ``path`` (scopes it empties go with it)."""
+  for k in [k for k in flat if k[:len(path)] == path]:
+    del flat[k]
 
 
-def _put(tree: dict, path: Path, value: Any) -> None:
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  tree[path[-1]] = value
+def _put(flat: dict[Path, Any], path: Path, tree: dict[str, Any]) -> None:
+  """Puts ``tree`` at ``path``, in place of what was there."""
+  _drop(flat, path)
+  flat.update({(*path, *k): v
+               for k, v in traverse_util.flatten_dict(tree, keep_empty_nodes=True).items()})
