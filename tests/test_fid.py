@@ -306,12 +306,12 @@ def test_cli_offline_says_which_weights_file_goes_where(tmp_path, monkeypatch, c
   """Nothing in the torch hub cache nor the project's cache, no network: one line with the URL,
   where pytorch-fid keeps the file, and the flag that passes it."""
   import urllib.error
-  from inception_jax import pretrained
+  from inception_jax.convert import known
   from inception_jax.fid.__main__ import main
 
   def offline(*args, **kwargs):
     raise urllib.error.URLError('no network')
-  monkeypatch.setattr(pretrained.urllib.request, 'urlopen', offline)
+  monkeypatch.setattr(known.urllib.request, 'urlopen', offline)
   monkeypatch.setenv('INCEPTION_JAX_CACHE', str(tmp_path / 'cache'))
   monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
   folder = _one_image_folder(tmp_path)
