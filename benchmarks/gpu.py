@@ -76,14 +76,10 @@ def jobs(models: list[str], modes: list[str], variants: list[str],
   return plan[:first] + [(name, 'extra', '-') for name in extras] + plan[first:]
 
 
-def run_extra(name: str, dry_run: bool, timeout: float) -> dict[str, Any]:
-  """One of ``EXTRAS`` in its own process; its output's last lines are the row."""
+def extra_command(name: str, dry_run: bool) -> list[str]:
+  """The command of one of ``EXTRAS``; its output's last lines are its row."""
   argv, _, dry = EXTRAS[name]
-  cmd = [sys.executable, '-m', *argv, *(dry if dry_run else [])]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-  if proc.returncode:
-    return {'status': 'failed', 'reason': ' '.join(proc.stderr.strip().splitlines()[-1:])[:300]}
-  return {'status': 'ok', 'output': '\n'.join(proc.stdout.strip().splitlines()[-40:])}
+  return [sys.executable, '-m', *argv, *(dry if dry_run else [])]
 
 
 # ----------------------------------------------------------------------------- one job
@@ -203,18 +199,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
       row = {**base, 'status': 'skipped',
              'reason': f'needs about {need:.0f} s, {max(left, 0):.0f} s of the budget left'}
     else:
-      cmd = [sys.executable, '-m', 'benchmarks.gpu', '--job', f'{model},{mode},{variant}',
-             *(argv if argv is not None else sys.argv[1:])]
+      if mode == 'extra':
+        cmd = extra_command(model, args.dry_run)
+      else:
+        cmd = [sys.executable, '-m', 'benchmarks.gpu', '--job', f'{model},{mode},{variant}',
+               *(argv if argv is not None else sys.argv[1:])]
       t0 = time.monotonic()
       try:
-        if mode == 'extra':
-          row = {**base, **run_extra(model, args.dry_run, left)}
-          proc = None
-        else:
-          proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
         took = time.monotonic() - t0
-        if proc is None:
-          row['job_s'] = took
+        if proc.returncode == 0 and mode == 'extra':
+          row = {**base, 'status': 'ok', 'job_s': took,
+                 'output': '\n'.join(proc.stdout.strip().splitlines()[-40:])}
         elif proc.returncode == 0:
           row = {**base, **json.loads(proc.stdout.strip().splitlines()[-1]), 'status': 'ok',
                  'job_s': took}
